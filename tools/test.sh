@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Runs the test layers against real parts: RabbitMQ, PostgreSQL, `nameko run` processes, Odoo.
+#
+#   tools/test.sh all | services | odoo | lint   (several may be given)
+#
+# What is not reachable is started here (tools/stack.py) and stopped on exit. The Nameko layers
+# and the Odoo layers run as separate pytest processes: nameko's tests need eventlet
+# monkey-patching, which Odoo must never get, and pytest-odoo imports odoo as soon as it loads.
+set -uo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+cd "$REPO"
+VENV=${VENV:-$REPO/.venv}
+PY=$VENV/bin/python
+RUN_DIR=${COMPUTE_BRIDGE_RUN_DIR:-$REPO/.run}
+export COMPUTE_BRIDGE_RUN_DIR=$RUN_DIR
+mkdir -p "$RUN_DIR"
+
+layers=("$@")
+[ ${#layers[@]} -eq 0 ] && layers=(all)
+if [ "${layers[*]}" = all ]; then layers=(lint services odoo); fi
+
+declare -a SUMMARY=()
+FAILED=0
+SERVICES_PID=""
+
+note() { printf '\n==> %s\n' "$*"; }
+
+cleanup() {
+    stop_services
+    python3 tools/stack.py down
+}
+
+# ---------------------------------------------------------------------------------------------
+start_stack() {
+    python3 tools/stack.py up "$@" || { echo "could not bring up: $*" >&2; exit 1; }
+    # shellcheck disable=SC1091
+    source "$RUN_DIR/stack.env"
+}
+
+start_services() {
+    # The blog post's command, from the repository root, against our broker.
+    note "starting the Nameko services (nameko run services)"
+    (cd "$REPO" && exec "$VENV/bin/nameko" run --broker "$AMQP_URI" services) \
+        > "$RUN_DIR/services.log" 2>&1 &
+    SERVICES_PID=$!
+    "$PY" tools/wait_services.py "$AMQP_URI" || { tail -50 "$RUN_DIR/services.log"; exit 1; }
+}
+
+stop_services() {
+    if [ -n "$SERVICES_PID" ]; then
+        kill -INT "$SERVICES_PID" 2>/dev/null
+        for _ in $(seq 50); do kill -0 "$SERVICES_PID" 2>/dev/null || break; sleep 0.2; done
+        kill -9 "$SERVICES_PID" 2>/dev/null
+        SERVICES_PID=""
+    fi
+}
+
+record() {  # record <layer> <exit code> <pytest log>
+    local line
+    line=$(grep -E '^=+ .*(passed|failed|skipped|error|no tests ran).* =+$' "$3" | tail -1 | tr -d '=' | sed 's/^ *//')
+    [ -z "$line" ] && line="exit code $2"
+    SUMMARY+=("$1: $line")
+    # pytest's 5 means "no test collected": a layer that should have tests and has none is a failure.
+    [ "$2" -ne 0 ] && FAILED=1
+}
+
+# ---------------------------------------------------------------------------------------------
+layer_lint() {
+    if [ -x tools/lint.sh ]; then
+        note "lint"
+        tools/lint.sh 2>&1 | tee "$RUN_DIR/lint.log"
+        local rc=${PIPESTATUS[0]}
+        if [ "$rc" -eq 0 ]; then SUMMARY+=("lint: clean"); else SUMMARY+=("lint: FAILED"); FAILED=1; fi
+    fi
+}
+
+layer_services() {
+    start_stack broker
+    note "Nameko layers: unit, service, integration (eventlet-patched pytest, no Odoo)"
+    "$PY" -m nameko test -p no:odoo -p no:cacheprovider \
+        --amqp-uri "$AMQP_URI" --rabbit-api-uri "$RABBIT_API_URI" \
+        tests/unit tests/service tests/integration 2>&1 | tee "$RUN_DIR/pytest-services.log"
+    record "services (unit, service, integration)" "${PIPESTATUS[0]}" "$RUN_DIR/pytest-services.log"
+}
+
+layer_odoo() {
+    ODOO_SRC=$(python3 tools/stack.py odoo-src)
+    if [ -z "$ODOO_SRC" ]; then
+        echo
+        echo "!!!!!!!! SKIPPED: Odoo tests — no Odoo 18.0 source at \$ODOO_SRC, in" \
+             "${XDG_CACHE_HOME:-$HOME/.cache}/compute_bridge/odoo-18.0, nor downloadable. !!!!!!!!"
+        SUMMARY+=("odoo: SKIPPED (no Odoo 18.0 source; see the line above)")
+        return
+    fi
+    export ODOO_SRC
+    start_stack broker postgres
+    start_services
+    tools/odoo_test.sh
+    local rc=$?
+    for log in "$RUN_DIR"/pytest-odoo*.log; do
+        [ -f "$log" ] && record "odoo ($(basename "$log" .log))" 0 "$log"
+    done
+    [ "$rc" -ne 0 ] && { SUMMARY+=("odoo: FAILED (exit $rc)"); FAILED=1; }
+    stop_services
+}
+
+trap cleanup EXIT
+rm -f "$RUN_DIR"/pytest-*.log
+for layer in "${layers[@]}"; do
+    case "$layer" in
+        lint) layer_lint ;;
+        services) layer_services ;;
+        odoo) layer_odoo ;;
+        *) echo "unknown layer: $layer" >&2; exit 2 ;;
+    esac
+done
+
+printf '\n==================== compute_bridge test summary ====================\n'
+printf '%s\n' "${SUMMARY[@]}"
+exit $FAILED
