@@ -26,6 +26,7 @@ Command line::
     stack.py up broker postgres   # start what is missing; write .run/stack.env
     stack.py down                  # stop what this tool started
     stack.py odoo-src              # print the Odoo source folder, or nothing
+    stack.py ensure-tools          # apt-get install docker-compose, gettext, chromium if missing
 """
 
 import argparse
@@ -392,6 +393,44 @@ def find_odoo_src(download=True):
 
 
 # --------------------------------------------------------------------------------------------
+# Command-line tools some tests need
+# --------------------------------------------------------------------------------------------
+
+# command -> Debian package. Tests that need a missing one skip with a loud line, so failing to
+# install one is reported here and is not an error.
+TEST_TOOLS = {
+    "docker-compose": "docker-compose",  # tests/unit/test_compose.py: `docker-compose config`
+    "msgfmt": "gettext",  # checks the addon's .po files
+    "chromium": "chromium",  # Odoo's browser (tour) tests
+}
+
+
+def ensure_apt_packages(packages):
+    """Install the Debian ``packages`` with apt-get when we are root; return those missing after."""
+    if not packages:
+        return []
+    if not is_root() or not shutil.which("apt-get"):
+        log("not root or no apt-get: not installing %s", " ".join(packages))
+        return list(packages)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
+    missing = []
+    for package in packages:  # one at a time: one unavailable package must not stop the others
+        log("installing %s with apt-get", package)
+        done = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                               package], check=False, env=env)
+        if done.returncode != 0:
+            missing.append(package)
+    return missing
+
+
+def ensure_tools():
+    packages = [pkg for command, pkg in TEST_TOOLS.items() if not shutil.which(command)]
+    for package in ensure_apt_packages(packages):
+        log("!!! %s is still missing: the tests that need it will be skipped", package)
+
+
+# --------------------------------------------------------------------------------------------
 
 def down(state):
     if state.get("COMPUTE_BRIDGE_OWNS_BROKER"):
@@ -415,6 +454,7 @@ def main(argv=None):
     src = sub.add_parser("odoo-src", help="print the Odoo source folder (download if allowed)")
     src.add_argument("--no-download", action="store_true")
     sub.add_parser("state", help="print the state file as JSON")
+    sub.add_parser("ensure-tools", help="apt-get install the test tools that are missing")
     args = parser.parse_args(argv)
 
     if args.command == "up":
@@ -432,6 +472,8 @@ def main(argv=None):
             print(path)
     elif args.command == "state":
         print(json.dumps(read_state(), indent=2))
+    elif args.command == "ensure-tools":
+        ensure_tools()
     return 0
 
 

@@ -107,6 +107,8 @@ layer_odoo() {
 
 trap cleanup EXIT
 rm -f "$RUN_DIR"/pytest-*.log
+# docker-compose, msgfmt, chromium: installed when root and missing; tests skip loudly without.
+python3 tools/stack.py ensure-tools
 for layer in "${layers[@]}"; do
     case "$layer" in
         lint) layer_lint ;;
