@@ -1,10 +1,153 @@
-"""Placeholder compute service (replaced by the services work)."""
-from nameko.rpc import rpc
+"""The compute service: adds two numbers and tells the notify service about it.
+
+    n.rpc.compute.method(99999, 99999)  ->  199998
+"""
+
+import logging
+import math
+
+from nameko.constants import NON_PERSISTENT
+from nameko.events import EventDispatcher
+from nameko.rpc import ReplyListener, ServiceProxy, rpc
+
+from services import instance
+from services.settings import setting
+
+_logger = logging.getLogger(__name__)
+
+SERVICE_NAME = "compute"
+NOTIFY_SERVICE_NAME = "notify"
+OPERATION_COMPLETED_EVENT = "operation_completed"
+OPERATION_COMPLETED_MESSAGE = "Operation completed %s"
+
+# How compute tells notify: "event" (default: one fire-and-forget publish, no reply message) or
+# "rpc" (the blog post's `notify_rpc.send.call_async(...)`: a request plus a reply nobody reads).
+NOTIFY_VIA_KEY = "NOTIFY_VIA"
+NOTIFY_VIA_EVENT = "event"
+NOTIFY_VIA_RPC = "rpc"
+NOTIFY_VIA_DEFAULT = NOTIFY_VIA_EVENT
+
+# Long or hostile operands (megabyte strings, bidi controls) are quoted this short in errors.
+MAX_REPR_LENGTH = 60
+
+
+class InvalidOperand(ValueError):
+    """An operand (or the sum) that compute refuses; the caller sees RemoteError 'InvalidOperand'.
+
+    Raised instead of letting `+` fail or succeed oddly: "abc" + "def" would concatenate,
+    True + 1 would be 2, NaN and inf would travel on as invalid JSON for most clients.
+    """
+
+
+def _describe(value):
+    """repr() of `value`, cut short; repr escapes zero-width and bidi characters, so the error
+    message shows them instead of letting them reorder or hide text in a log or a UI."""
+    text = repr(value)
+    if len(text) > MAX_REPR_LENGTH:
+        text = text[:MAX_REPR_LENGTH] + "..."
+    return "%s (%s)" % (text, type(value).__name__)
+
+
+def check_operand(name, value):
+    """Return `value` if it is a finite int or float, else raise InvalidOperand."""
+    # bool is a subclass of int, but True + True == 2 is never what a caller meant.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidOperand("%s must be a finite int or float, got %s" % (name, _describe(value)))
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidOperand("%s must be a finite int or float, got %s" % (name, _describe(value)))
+    return value
+
+
+def add(value1, value2):
+    """value1 + value2 for finite ints and floats; InvalidOperand for anything else.
+
+    Ints stay exact (Python ints have no size limit); a float sum that leaves the float range
+    is refused rather than returned as inf.
+    """
+    check_operand("value1", value1)
+    check_operand("value2", value2)
+    try:
+        total = value1 + value2
+    except OverflowError:
+        # an int too large for a float, added to a float
+        raise InvalidOperand(
+            "value1 + value2 is out of the float range: %s + %s"
+            % (_describe(value1), _describe(value2))
+        ) from None
+    if isinstance(total, float) and not math.isfinite(total):
+        raise InvalidOperand(
+            "value1 + value2 overflows to infinity: %s + %s"
+            % (_describe(value1), _describe(value2))
+        )
+    return total
+
+
+class Notifier(EventDispatcher):
+    """Tells the notify service a message, without making compute's caller wait for it.
+
+    The worker only records the message; it is sent in `worker_result`, which nameko runs
+    after the RPC reply has been published, so the notify hop (and its publish confirm) is off
+    the caller's round trip. Both ways of telling notify are offered (NOTIFY_VIA in config or
+    environment): a nameko event (default, the cheap one) or the blog post's rpc `call_async`.
+    A failure to notify is logged and never turns a computed sum into an error.
+
+    It is an EventDispatcher (nameko cannot nest one DependencyProvider in another) and builds
+    its rpc proxy the way nameko's RpcProxy does, from a shared ReplyListener.
+    """
+
+    rpc_reply_listener = ReplyListener()
+
+    def __init__(self, **publisher_options):
+        # A notification is a log line: not worth a disk write on the broker.
+        publisher_options.setdefault("delivery_mode", NON_PERSISTENT)
+        super().__init__(**publisher_options)
+
+    def setup(self):
+        super().setup()
+        self.via = str(setting(self.container.config, NOTIFY_VIA_KEY, NOTIFY_VIA_DEFAULT)).lower()
+        if self.via not in (NOTIFY_VIA_EVENT, NOTIFY_VIA_RPC):
+            _logger.warning(
+                "%s=%r is neither %r nor %r; using %r",
+                NOTIFY_VIA_KEY, self.via, NOTIFY_VIA_EVENT, NOTIFY_VIA_RPC, NOTIFY_VIA_DEFAULT,
+            )
+            self.via = NOTIFY_VIA_DEFAULT
+        self._pending = {}
+
+    def get_dependency(self, worker_ctx):
+        def notify(message):
+            self._pending.setdefault(worker_ctx, []).append(message)
+
+        return notify
+
+    def send_now(self, worker_ctx, message):
+        if self.via == NOTIFY_VIA_RPC:
+            notify_rpc = ServiceProxy(worker_ctx, NOTIFY_SERVICE_NAME, self.rpc_reply_listener)
+            notify_rpc.send.call_async(message)
+        else:
+            dispatch = super().get_dependency(worker_ctx)
+            dispatch(OPERATION_COMPLETED_EVENT, message)
+
+    def worker_result(self, worker_ctx, result=None, exc_info=None):
+        for message in self._pending.pop(worker_ctx, ()):
+            try:
+                self.send_now(worker_ctx, message)
+            except Exception:  # noqa: BLE001 - the sum is already delivered; keep the worker
+                _logger.warning("could not notify %r via %s", message, self.via, exc_info=True)
+
+    def worker_teardown(self, worker_ctx):
+        # a worker that failed before worker_result must not leak its pending messages
+        self._pending.pop(worker_ctx, None)
 
 
 class ComputeService:
-    name = "compute"
+    name = SERVICE_NAME
 
-    @rpc
+    notify = Notifier()
+
+    # expected: logged as a warning without a traceback, since it is the caller's mistake
+    @rpc(expected_exceptions=InvalidOperand)
     def method(self, value1, value2):
-        return value1 + value2
+        instance.count_call()
+        total = add(value1, value2)
+        self.notify(OPERATION_COMPLETED_MESSAGE % total)
+        return total
