@@ -1,0 +1,50 @@
+"""Calling the Nameko services from Odoo, without Odoo.
+
+Nothing here imports the ORM, and nameko/eventlet are imported only when a call is made, so
+Odoo's gevent (websocket) process can import the addon without ever loading them.
+
+Reading order: :mod:`.config` (where the broker is) → :mod:`.client` (what a call does) →
+:mod:`.pool` (how connections are kept per worker process) → :mod:`.errors` (what can go wrong).
+"""
+
+from .client import CallOutcome, call, call_many, close_pool, test_connection
+from .config import (
+    BROKER_URL_ENV_VAR,
+    BROKER_URL_PARAM,
+    DEFAULT_BROKER_URL,
+    DEFAULT_RPC_TIMEOUT,
+    RPC_TIMEOUT_PARAM,
+    BridgeConfig,
+    mask_url,
+    read_config,
+)
+from .errors import (
+    BridgeError,
+    BrokerUnreachable,
+    InvalidOperands,
+    RemoteFailure,
+    ServiceTimeout,
+    ServiceUnavailable,
+)
+
+__all__ = [
+    "BROKER_URL_ENV_VAR",
+    "BROKER_URL_PARAM",
+    "DEFAULT_BROKER_URL",
+    "DEFAULT_RPC_TIMEOUT",
+    "RPC_TIMEOUT_PARAM",
+    "BridgeConfig",
+    "BridgeError",
+    "BrokerUnreachable",
+    "CallOutcome",
+    "InvalidOperands",
+    "RemoteFailure",
+    "ServiceTimeout",
+    "ServiceUnavailable",
+    "call",
+    "call_many",
+    "close_pool",
+    "mask_url",
+    "read_config",
+    "test_connection",
+]

@@ -1,0 +1,87 @@
+"""Where the broker is and how long a call may take: read in one place.
+
+Order of precedence, first found wins:
+
+``COMPUTE_BRIDGE_BROKER_URL`` (environment)
+    The broker URL, e.g. ``pyamqp://user:password@rabbitmq:5672/vhost``. Meant for deployments
+    where the secret lives in the environment, not in the database; Settings shows it is set.
+``compute_bridge.broker_url`` (system parameter)
+    Set from Settings. Default :data:`DEFAULT_BROKER_URL`.
+``compute_bridge.rpc_timeout`` (system parameter)
+    Seconds to wait for a reply. Default :data:`DEFAULT_RPC_TIMEOUT`.
+
+>>> cfg = read_config({"compute_bridge.rpc_timeout": "2.5"}.get, {})
+>>> cfg.broker_url, cfg.timeout, cfg.broker_url_from_env
+('pyamqp://guest:guest@localhost', 2.5, False)
+>>> read_config({}.get, {"COMPUTE_BRIDGE_BROKER_URL": "pyamqp://u:p@rabbit"}).broker_url
+'pyamqp://u:p@rabbit'
+"""
+
+import collections
+import math
+import urllib.parse
+
+BROKER_URL_ENV_VAR = "COMPUTE_BRIDGE_BROKER_URL"
+BROKER_URL_PARAM = "compute_bridge.broker_url"
+RPC_TIMEOUT_PARAM = "compute_bridge.rpc_timeout"
+DEFAULT_BROKER_URL = "pyamqp://guest:guest@localhost"
+DEFAULT_RPC_TIMEOUT = 5.0  # seconds; the compute service answers in milliseconds
+MASK = "***"
+
+BridgeConfig = collections.namedtuple(
+    "BridgeConfig", ["broker_url", "timeout", "broker_url_from_env"]
+)
+BridgeConfig.__doc__ = """Everything a call needs. ``broker_url_from_env`` is True when the
+environment variable overrides the system parameter."""
+
+
+def read_config(get_param, environ):
+    """Return a :class:`BridgeConfig` from the environment, then ``get_param(key)``, then defaults.
+
+    ``get_param`` is any ``key -> value or None`` callable (in Odoo:
+    ``env["ir.config_parameter"].sudo().get_param``); ``environ`` a mapping (``os.environ``).
+    An unreadable or non-positive timeout falls back to the default rather than disabling it:
+    a call without a timeout could hang an Odoo worker forever.
+
+    >>> read_config({"compute_bridge.rpc_timeout": "nan"}.get, {}).timeout
+    5.0
+    """
+    env_url = (environ.get(BROKER_URL_ENV_VAR) or "").strip()
+    param_url = (get_param(BROKER_URL_PARAM) or "").strip()
+    return BridgeConfig(
+        broker_url=env_url or param_url or DEFAULT_BROKER_URL,
+        timeout=_parse_timeout(get_param(RPC_TIMEOUT_PARAM)),
+        broker_url_from_env=bool(env_url),
+    )
+
+
+def _parse_timeout(raw):
+    try:
+        timeout = float(raw)
+    except (TypeError, ValueError):
+        return DEFAULT_RPC_TIMEOUT
+    if not math.isfinite(timeout) or timeout <= 0:
+        return DEFAULT_RPC_TIMEOUT
+    return timeout
+
+
+def mask_url(url):
+    """The URL with its password replaced, safe for logs, errors and notifications.
+
+    >>> mask_url("pyamqp://guest:guest@localhost:5672/vhost")
+    'pyamqp://guest:***@localhost:5672/vhost'
+    >>> mask_url("pyamqp://localhost")
+    'pyamqp://localhost'
+    >>> mask_url("amqp://user:p%40ss@host?connect_timeout=2")
+    'amqp://user:***@host?connect_timeout=2'
+    """
+    try:
+        parts = urllib.parse.urlsplit(url or "")
+        password = parts.password
+    except ValueError:  # e.g. an invalid port: show nothing we cannot parse
+        return MASK
+    if password is None:
+        return url
+    userinfo, _at, hostinfo = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return urllib.parse.urlunsplit(parts._replace(netloc="%s:%s@%s" % (user, MASK, hostinfo)))

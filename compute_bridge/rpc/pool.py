@@ -1,0 +1,150 @@
+"""Started RPC proxies kept per Odoo worker process, so a button press does not pay for a new
+AMQP connection and reply queue each time.
+
+- **Thread-safe**: Odoo's threaded server serves requests in threads. A proxy is single-threaded,
+  so it is *checked out* by one thread at a time; the pool only guards its idle lists.
+- **Fork-safe**: prefork workers are forked from a parent. A child must never talk on its
+  parent's sockets (two processes writing AMQP frames on one TCP stream corrupt both), nor close
+  them (that would close the parent's connection). After a fork the inherited proxies are
+  forgotten, not stopped. ``os.register_at_fork`` does this at once; the pid check at every
+  checkout is the fallback for forks it does not see.
+- **Keyed** by ``(broker URL, timeout)``: a Settings change takes effect at the next call, and
+  old idle proxies age out.
+- **Bounded**: at most :data:`MAX_IDLE_PER_KEY` idle proxies per key; extras are closed on
+  return. Idle proxies older than :data:`MAX_IDLE_SECONDS` are closed rather than reused.
+- **Closed on shutdown** through ``atexit``.
+
+The pool knows nothing about nameko: ``factory(key)`` returns an object with ``close()``.
+"""
+
+import logging
+import os
+import threading
+import time
+
+_logger = logging.getLogger(__name__)
+
+MAX_IDLE_PER_KEY = 4  # a threaded server rarely runs more concurrent calls than this per key
+MAX_IDLE_SECONDS = 300  # brokers and firewalls drop idle AMQP connections; don't reuse old ones
+
+
+class PooledItem:
+    """One checked-out resource and where it came from. ``reused`` is True when it had already
+    served a call: only a reused connection is worth retrying after a connection error."""
+
+    __slots__ = ("key", "resource", "pid", "reused", "idle_since")
+
+    def __init__(self, key, resource, reused=False):
+        self.key = key
+        self.resource = resource
+        self.pid = os.getpid()
+        self.reused = reused
+        self.idle_since = None
+
+
+class ProxyPool:
+    """Idle resources per key, for one process.
+
+    >>> closed = []
+    >>> class Res:
+    ...     def __init__(self, key): self.key = key
+    ...     def close(self): closed.append(self.key)
+    >>> pool = ProxyPool(Res, max_idle=1)
+    >>> first = pool.acquire("a"); second = pool.acquire("a")
+    >>> first.reused, second.reused
+    (False, False)
+    >>> pool.release(first); pool.release(second)   # only one may stay idle
+    >>> closed
+    ['a']
+    >>> pool.acquire("a").reused
+    True
+    """
+
+    def __init__(self, factory, max_idle=MAX_IDLE_PER_KEY, max_idle_seconds=MAX_IDLE_SECONDS):
+        self._factory = factory
+        self._max_idle = max_idle
+        self._max_idle_seconds = max_idle_seconds
+        self._lock = threading.Lock()
+        self._idle = {}
+        self._pid = os.getpid()
+
+    def acquire(self, key):
+        """Return a :class:`PooledItem`: an idle one for ``key`` or a new one from the factory.
+
+        The factory runs outside the lock: connecting may take up to the connect timeout and
+        other threads must not wait for it.
+        """
+        stale = []
+        item = None
+        with self._lock:
+            self._forget_if_forked()
+            idle = self._idle.get(key, [])
+            now = time.monotonic()
+            while idle:
+                candidate = idle.pop()
+                if now - candidate.idle_since > self._max_idle_seconds:
+                    stale.append(candidate)
+                    continue
+                item = candidate
+                item.reused = True
+                break
+        for old in stale:
+            self._close(old)
+        if item is None:
+            item = PooledItem(key, self._factory(key))
+        return item
+
+    def release(self, item):
+        """Give back a healthy item; it is closed instead when the idle list is full."""
+        with self._lock:
+            self._forget_if_forked()
+            if item.pid != self._pid:
+                return  # a parent's proxy reached a child: forget it, see module docstring
+            idle = self._idle.setdefault(item.key, [])
+            if len(idle) < self._max_idle:
+                item.idle_since = time.monotonic()
+                idle.append(item)
+                return
+        self._close(item)
+
+    def discard(self, item):
+        """Close an item whose connection is broken or whose state is unknown (after a timeout)."""
+        if item.pid == os.getpid():
+            self._close(item)
+
+    def close_all(self):
+        """Close every idle item of this process (atexit, tests)."""
+        with self._lock:
+            self._forget_if_forked()
+            items = [item for idle in self._idle.values() for item in idle]
+            self._idle = {}
+        for item in items:
+            self._close(item)
+
+    def idle_count(self, key=None):
+        with self._lock:
+            self._forget_if_forked()
+            if key is not None:
+                return len(self._idle.get(key, []))
+            return sum(len(idle) for idle in self._idle.values())
+
+    def after_fork_in_child(self):
+        """Forget the parent's items without closing them; new lock (it may be held mid-fork)."""
+        self._lock = threading.Lock()
+        self._idle = {}
+        self._pid = os.getpid()
+
+    def _forget_if_forked(self):
+        # Called under the lock: a fork not seen by register_at_fork (e.g. os.fork from C code).
+        if self._pid != os.getpid():
+            _logger.debug("process forked: forgetting %d inherited RPC proxies", sum(
+                len(idle) for idle in self._idle.values()))
+            self._idle = {}
+            self._pid = os.getpid()
+
+    @staticmethod
+    def _close(item):
+        try:
+            item.resource.close()
+        except OSError as error:  # the socket is already gone: nothing left to release
+            _logger.debug("closing an idle RPC proxy failed: %s", error)
