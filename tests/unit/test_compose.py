@@ -167,6 +167,12 @@ def test_services_run_with_nameko_against_the_rabbitmq_service(compose):
     assert services["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
 
 
+def test_services_and_odoo_share_the_heartbeat_secret(compose):
+    services = environment(compose["services"]["services"])
+    odoo = environment(compose["services"]["odoo"])
+    assert odoo["COMPUTE_BRIDGE_HEARTBEAT_SECRET"] == services["HEARTBEAT_SECRET"]
+
+
 def test_services_can_be_scaled(compose):
     services = compose["services"]["services"]
     assert "container_name" not in services, "a fixed name forbids --scale services=N"
