@@ -1,0 +1,72 @@
+"""``POST /compute_bridge/heartbeat``: where every Nameko service instance says it is alive.
+
+Which database: the route is ``auth="none"`` and the services send no session, so Odoo picks the
+database by its own rules, before this code runs: the only database, or the one ``dbfilter``
+(or ``--database``) leaves. ``make run`` serves one database with ``dbfilter = ^<db>$``. With
+several databases, point each service at a host name the ``dbfilter`` maps to one database.
+A ``?db=<name>`` query parameter in HEARTBEAT_URL is checked against the database Odoo picked,
+so a beat meant for another database is refused (409) rather than written to the wrong one.
+
+Answers: 200 ``{"status": "ok"}``; 403 with an empty body when the secret is missing or wrong
+(nothing is said about why, nor is the body read); 413 when the body is larger than
+``health.MAX_BODY_BYTES``; 400 with a readable reason when the body is not a heartbeat.
+"""
+
+import hmac
+import json
+import logging
+
+from odoo import http
+from odoo.http import request
+
+from .. import health
+
+_logger = logging.getLogger(__name__)
+
+ROUTE = "/compute_bridge/heartbeat"
+
+
+class HeartbeatController(http.Controller):
+
+    @http.route(ROUTE, type="http", auth="none", methods=["POST"], csrf=False, save_session=False)
+    def heartbeat(self, **_query):
+        instances = request.env["compute.service.instance"].sudo()
+        expected = instances._heartbeat_secret()
+        given = request.httprequest.headers.get(health.SECRET_HEADER, "")
+        # compare_digest: the answer time must not tell how much of a guessed secret is right.
+        # An unset secret refuses everything rather than accepting everything.
+        if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+            _logger.warning(
+                "heartbeat refused from %s: missing or wrong secret",
+                request.httprequest.remote_addr,
+            )
+            return request.make_response("", status=403)
+
+        wanted_db = request.httprequest.args.get("db")
+        if wanted_db and wanted_db != request.db:
+            return _json_response(
+                {"error": "this server answers for database %r, not %r" % (request.db, wanted_db)},
+                status=409,
+            )
+
+        length = request.httprequest.content_length
+        if length is not None and length > health.MAX_BODY_BYTES:
+            return _json_response(
+                {"error": "body is larger than %d bytes" % health.MAX_BODY_BYTES}, status=413
+            )
+        # Read one byte past the limit: a body without Content-Length is bounded too.
+        raw = request.httprequest.stream.read(health.MAX_BODY_BYTES + 1)
+        try:
+            beat = health.parse_heartbeat(raw)
+        except health.HeartbeatError as error:
+            _logger.warning("malformed heartbeat refused: %s", error)
+            return _json_response({"error": str(error)}, status=400)
+
+        instances._record_heartbeat(beat)
+        return _json_response({"status": "ok"})
+
+
+def _json_response(body, status=200):
+    return request.make_response(
+        json.dumps(body), headers=[("Content-Type", "application/json")], status=status
+    )
