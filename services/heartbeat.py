@@ -113,7 +113,7 @@ class HeartbeatService:
         """The beat: who this instance is and how it is doing."""
         beat = instance.identity(SERVICE_NAME)
         beat["interval"] = self.settings.interval
-        beat["timestamp"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        beat["timestamp"] = datetime.datetime.now(datetime.UTC).isoformat()
         return beat
 
     # eager: a new instance announces itself as soon as it starts, not one interval later

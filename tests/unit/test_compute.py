@@ -1,0 +1,219 @@
+"""compute, with its dependencies mocked (nameko's worker_factory)."""
+
+import math
+import sys
+from unittest.mock import Mock
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from nameko.testing.services import worker_factory
+
+from services import instance
+from services.compute import ComputeService, InvalidOperand, Notifier, add
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+FLOAT_MAX = sys.float_info.max
+FLOAT_TINY = 5e-324  # smallest positive subnormal
+
+# Text meant to fool a log reader or a UI: bidi overrides, zero-width characters, BOM.
+HOSTILE_CHARACTERS = ["\u202e", "\u202d", "\u2066", "\u200b", "\u200d", "\ufeff", "\u0000"]
+
+
+@pytest.fixture
+def compute():
+    return worker_factory(ComputeService)
+
+
+@pytest.mark.parametrize(
+    ("value1", "value2", "expected"),
+    [
+        (99999, 99999, 199998),  # the blog post's call
+        (1, 2, 3),
+        (0, 0, 0),
+        (-5, 3, -2),
+        (1.5, 2.25, 3.75),
+        (1, 0.5, 1.5),
+        (INT32_MAX, 1, 2**31),  # ints do not wrap at 32 bits
+        (INT32_MIN, -1, -(2**31) - 1),
+        (2**64, 2**64, 2**65),
+        (FLOAT_MAX, 0.0, FLOAT_MAX),
+        (FLOAT_TINY, FLOAT_TINY, 2 * FLOAT_TINY),
+        (-0.0, 0.0, 0.0),
+    ],
+)
+def test_valid_sums(compute, value1, value2, expected):
+    assert compute.method(value1, value2) == expected
+
+
+def test_the_result_keeps_the_operand_types(compute):
+    assert type(compute.method(1, 2)) is int
+    assert type(compute.method(1, 2.0)) is float
+
+
+def test_notify_is_told_the_sum(compute):
+    compute.method(99999, 99999)
+    compute.notify.assert_called_once_with("Operation completed 199998")
+
+
+def test_every_call_is_counted():
+    compute = worker_factory(ComputeService)
+    before = instance.calls_served()
+    compute.method(1, 2)
+    with pytest.raises(InvalidOperand):
+        compute.method("1", 2)
+    assert instance.calls_served() == before + 2
+
+
+REFUSED = [
+    "abc",
+    "",
+    "1",
+    None,
+    True,
+    False,
+    math.nan,
+    math.inf,
+    -math.inf,
+    [1],
+    [],
+    {"a": 1},
+    {},
+    (1, 2),
+    b"1",
+    1j,
+    object(),
+] + HOSTILE_CHARACTERS
+
+
+@pytest.mark.parametrize("bad", REFUSED, ids=repr)
+@pytest.mark.parametrize("position", ["value1", "value2"])
+def test_refused_operands(compute, bad, position):
+    args = (bad, 1) if position == "value1" else (1, bad)
+    with pytest.raises(InvalidOperand) as error:
+        compute.method(*args)
+    message = str(error.value)
+    assert message.startswith("%s must be a finite int or float, got " % position)
+    assert "(%s)" % type(bad).__name__ in message
+    compute.notify.assert_not_called()
+    # the worker is still good for a valid call afterwards
+    assert compute.method(2, 3) == 5
+
+
+def test_invalid_operand_is_a_value_error_named_for_the_remote_caller():
+    assert issubclass(InvalidOperand, ValueError)
+    assert InvalidOperand.__name__ == "InvalidOperand"  # RemoteError.exc_type on the Odoo side
+
+
+def test_the_message_quotes_a_string_operand(compute):
+    with pytest.raises(InvalidOperand, match=r"^value1 must be a finite int or float, "
+                                             r"got 'abc' \(str\)$"):
+        compute.method("abc", 1)
+
+
+def test_hostile_characters_are_escaped_in_the_message(compute):
+    for character in HOSTILE_CHARACTERS:
+        with pytest.raises(InvalidOperand) as error:
+            compute.method("1" + character + "2", 1)
+        assert character not in str(error.value)
+
+
+def test_a_huge_operand_is_quoted_short(compute):
+    with pytest.raises(InvalidOperand) as error:
+        compute.method("x" * 1_000_000, 1)
+    assert len(str(error.value)) < 200
+
+
+@pytest.mark.parametrize(
+    ("value1", "value2"),
+    [(1e308, 1e308), (-1e308, -1e308), (FLOAT_MAX, FLOAT_MAX), (10**400, 1.0), (1.0, -(10**400))],
+)
+def test_a_sum_beyond_the_float_range_is_refused(compute, value1, value2):
+    with pytest.raises(InvalidOperand, match="value1 \\+ value2"):
+        compute.method(value1, value2)
+    compute.notify.assert_not_called()
+    assert compute.method(1, 1) == 2
+
+
+# -- generated values ---------------------------------------------------------------------------
+
+numbers = st.one_of(
+    st.integers(),
+    st.integers(min_value=INT32_MIN - 2, max_value=INT32_MIN + 2),
+    st.integers(min_value=INT32_MAX - 2, max_value=INT32_MAX + 2),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+
+hostile = st.one_of(
+    st.text(),
+    st.text(alphabet=st.sampled_from(HOSTILE_CHARACTERS + ["1", "2", ".", "-"])),
+    st.none(),
+    st.booleans(),
+    st.just(math.nan),
+    st.sampled_from([math.inf, -math.inf]),
+    st.lists(numbers, max_size=3),
+    st.dictionaries(st.text(max_size=3), numbers, max_size=3),
+    st.binary(max_size=8),
+)
+
+
+@given(value1=numbers, value2=numbers)
+def test_generated_sums(value1, value2):
+    try:
+        expected = value1 + value2
+    except OverflowError:
+        expected = None
+    if expected is None or (isinstance(expected, float) and not math.isfinite(expected)):
+        with pytest.raises(InvalidOperand):
+            add(value1, value2)
+    else:
+        assert add(value1, value2) == expected
+
+
+@given(bad=hostile, good=numbers, bad_first=st.booleans())
+def test_generated_hostile_values_are_refused(bad, good, bad_first):
+    compute = worker_factory(ComputeService)
+    args = (bad, good) if bad_first else (good, bad)
+    with pytest.raises(InvalidOperand):
+        compute.method(*args)
+    compute.notify.assert_not_called()
+    assert compute.method(1, 2) == 3
+
+
+# -- the Notifier: sends after the reply, never fails the call ----------------------------------
+
+
+@pytest.fixture
+def notifier(mock_container):
+    mock_container.service_name = "compute"
+    mock_container.config = {}
+    mock_container.shared_extensions = {}
+    bound = Notifier().bind(mock_container, "notify")
+    bound.via = "event"
+    bound._pending = {}
+    bound.send_now = Mock()
+    return bound
+
+
+def test_notifier_sends_only_once_the_worker_has_its_result(notifier):
+    worker_ctx = Mock()
+    notifier.get_dependency(worker_ctx)("Operation completed 3")
+    notifier.send_now.assert_not_called()
+    notifier.worker_result(worker_ctx, 3)
+    notifier.send_now.assert_called_once_with(worker_ctx, "Operation completed 3")
+
+
+def test_notifier_failure_is_logged_not_raised(notifier, caplog):
+    worker_ctx = Mock()
+    notifier.send_now.side_effect = ConnectionError("broker gone")
+    notifier.get_dependency(worker_ctx)("Operation completed 3")
+    notifier.worker_result(worker_ctx, 3)
+    assert "could not notify 'Operation completed 3'" in caplog.text
+    assert notifier._pending == {}
+
+
+def test_notifier_forgets_the_messages_of_a_torn_down_worker(notifier):
+    worker_ctx = Mock()
+    notifier.get_dependency(worker_ctx)("Operation completed 3")
+    notifier.worker_teardown(worker_ctx)
+    assert notifier._pending == {}
