@@ -5,8 +5,9 @@
 #   1. ruff over the whole repository (ruff.toml)
 #   2. pylint-odoo over the addon with OCA's mandatory checks (.pylintrc-mandatory)
 #   3. OCA's XML / CSV and .po checks for the addon (oca-checks-odoo-module, oca-checks-po)
-#   4. pylint's error checks (-E) over the Nameko services and the tools
-#   5. pylint-odoo's optional checks (.pylintrc): printed, never blocking
+#   4. Odoo 17/18 view syntax: <list>, invisible="..."; never <tree>, attrs= or states=
+#   5. pylint's error checks (-E) over the Nameko services and the tools
+#   6. pylint-odoo's optional checks (.pylintrc): printed, never blocking
 set -uo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,11 +27,16 @@ step() {  # step <name> <command...>: run, remember a failure, keep going
     "$@" || FAILED+=("$name")
 }
 
+old_view_syntax() {  # succeeds when no XML file uses what Odoo 17 removed and 18 renamed
+    ! grep -rnE --include='*.xml' '<tree[[:space:]>/]|[[:space:]](attrs|states)=' "$1"
+}
+
 step "ruff" "$BIN/ruff" check --no-fix --output-format=concise .
 
 if [ -f "$ADDON/__manifest__.py" ]; then
     step "pylint-odoo (mandatory)" "$BIN/pylint" --rcfile=.pylintrc-mandatory "$ADDON"
     step "oca-checks-odoo-module" "$BIN/oca-checks-odoo-module" "$ADDON"
+    step "Odoo 18 views (no <tree>, attrs=, states=)" old_view_syntax "$ADDON"
     mapfile -t po_files < <(find "$ADDON" -name '*.po' -o -name '*.pot' | sort)
     if [ ${#po_files[@]} -gt 0 ]; then
         step "oca-checks-po" "$BIN/oca-checks-po" "${po_files[@]}"
