@@ -1,0 +1,209 @@
+"""Helpers shared by the benchmark phases: statistics, the broker's management API, processes.
+
+Standard library plus nameko only. Nothing here imports Odoo or eventlet-patches anything: the
+in-process phases must measure the client the way Odoo runs it (plain threads, no monkey-patching).
+"""
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ---------------------------------------------------------------------------------------------
+# statistics
+# ---------------------------------------------------------------------------------------------
+
+def percentile(values, fraction):
+    """Nearest-rank percentile of `values` (fraction in 0..1)."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(1, int(round(fraction * len(ordered) + 0.4999)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def median(values):
+    ordered = sorted(values)
+    n = len(ordered)
+    if not n:
+        return float("nan")
+    mid = n // 2
+    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
+
+
+def summary(samples):
+    """(median, p90, n) of a list of seconds, as milliseconds."""
+    return median(samples) * 1000.0, percentile(samples, 0.90) * 1000.0, len(samples)
+
+
+class Report:
+    """Collects the printed lines so they can also be written to results/latest.txt."""
+
+    def __init__(self):
+        self.lines = []
+        self.targets = []
+
+    def line(self, text=""):
+        print(text, flush=True)
+        self.lines.append(text)
+
+    def header(self, text):
+        self.line("")
+        self.line("== " + text)
+
+    def timing(self, label, samples, unit_note=""):
+        med, p90, n = summary(samples)
+        self.line("  %-44s median %8.2f ms   p90 %8.2f ms   N=%d%s"
+                  % (label, med, p90, n, unit_note))
+        return med
+
+    def ratio(self, text, value):
+        self.line("  ratio  %-58s %6.2fx" % (text, value))
+
+    def target(self, name, ok, detail):
+        status = "PASS" if ok else ("MISS" if ok is False else "N/A ")
+        self.targets.append((name, status, detail))
+        return status
+
+    def write(self, path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as handle:
+            handle.write("\n".join(self.lines) + "\n")
+
+
+def interleaved(variants, rounds, per_round):
+    """Run each variant `per_round` times per round, variants alternating round by round, so a
+    burst of load from elsewhere on the machine hits all of them alike. Returns name -> samples.
+
+    `variants` is a list of (name, callable); the callable does one operation.
+    """
+    samples = {name: [] for name, _ in variants}
+    clock = time.perf_counter
+    for round_no in range(rounds):
+        order = variants if round_no % 2 == 0 else list(reversed(variants))
+        for name, operation in order:
+            bucket = samples[name]
+            for _ in range(per_round):
+                start = clock()
+                operation()
+                bucket.append(clock() - start)
+    return samples
+
+
+# ---------------------------------------------------------------------------------------------
+# RabbitMQ management API
+# ---------------------------------------------------------------------------------------------
+
+class RabbitAdmin:
+    def __init__(self, api_uri):
+        parts = urllib.parse.urlsplit(api_uri)
+        self.base = "%s://%s:%s" % (parts.scheme or "http", parts.hostname or "localhost",
+                                    parts.port or 15672)
+        credentials = "%s:%s" % (parts.username or "guest", parts.password or "guest")
+        self.auth = "Basic " + base64.b64encode(credentials.encode()).decode()
+
+    def request(self, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        req.add_header("Authorization", self.auth)
+        req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, timeout=30) as response:
+            payload = response.read()
+        return json.loads(payload) if payload else None
+
+    def create_vhost(self, vhost, user="guest"):
+        quoted = urllib.parse.quote(vhost, safe="")
+        self.delete_vhost(vhost)
+        self.request("PUT", "/api/vhosts/" + quoted, {})
+        self.request("PUT", "/api/permissions/%s/%s" % (quoted, user),
+                     {"configure": ".*", "write": ".*", "read": ".*"})
+
+    def delete_vhost(self, vhost):
+        try:
+            self.request("DELETE", "/api/vhosts/" + urllib.parse.quote(vhost, safe=""))
+        except urllib.error.HTTPError as error:
+            if error.code != 404:
+                raise
+
+    def queues(self, vhost):
+        return self.request("GET", "/api/queues/%s?columns=name,consumers"
+                            % urllib.parse.quote(vhost, safe="")) or []
+
+    def connections(self, vhost):
+        return [c for c in self.request("GET", "/api/connections?columns=name,vhost") or []
+                if c.get("vhost") == vhost]
+
+    def consumers(self, vhost, queue):
+        try:
+            info = self.request("GET", "/api/queues/%s/%s" % (
+                urllib.parse.quote(vhost, safe=""), urllib.parse.quote(queue, safe="")))
+        except urllib.error.HTTPError:
+            return 0
+        return info.get("consumers", 0) or 0
+
+
+def vhost_uri(amqp_uri, vhost):
+    """`amqp_uri` pointed at `vhost`."""
+    parts = urllib.parse.urlsplit(amqp_uri)
+    return urllib.parse.urlunsplit(
+        (parts.scheme, parts.netloc, "/" + urllib.parse.quote(vhost, safe=""), "", ""))
+
+
+# ---------------------------------------------------------------------------------------------
+# processes
+# ---------------------------------------------------------------------------------------------
+
+def rss_kib(pid):
+    """Resident set size of `pid` in KiB, from /proc."""
+    with open("/proc/%d/status" % pid) as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def children_rss_kib(pid):
+    """RSS of `pid` plus its child processes (Odoo workers in prefork mode), in KiB."""
+    total = rss_kib(pid)
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as handle:
+            kids = [int(x) for x in handle.read().split()]
+    except OSError:
+        kids = []
+    for kid in kids:
+        try:
+            total += rss_kib(kid)
+        except OSError:
+            pass
+    return total
+
+
+def stop_process(proc, timeout=10.0):
+    """SIGINT (nameko and Odoo shut down cleanly on it), then SIGKILL; process group included."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+    except OSError:
+        proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            proc.kill()
+        proc.wait(5)
+
+
+def log(message, *args):
+    print("[bench] " + (message % args if args else message), file=sys.stderr, flush=True)

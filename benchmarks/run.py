@@ -1,0 +1,615 @@
+"""`make bench`: what a call costs, measured side by side in one run.
+
+Run by tools/bench.sh once the broker and PostgreSQL answer (AMQP_URI, RABBIT_API_URI, PG*,
+ODOO_SRC in the environment). This script starts and stops everything else itself: the Nameko
+services (`nameko run`, one or two instances) and an Odoo HTTP server on a benchmark database with
+compute_bridge and benchmarks/addons/compute_bridge_bench installed.
+
+Everything runs in a private RabbitMQ virtual host (deleted at the end), so services started by
+other people on the same broker neither take our calls nor add to our queue count.
+
+Phases (each prints median and p90 per variant, N, and the ratios between variants):
+
+1. one call in process: a new ClusterRpcProxy per call (the blog post's way) vs the addon's pooled
+   client (compute_bridge/rpc, imported by file path, without Odoo) vs a raw persistent proxy;
+2. one click over XML-RPC on a real Odoo server: the blog post's way (compute_bridge_bench's
+   action_suma_blog) vs ours (action_suma on one record) vs a no-op read;
+3. 1,000 records in one action_suma vs 1,000 raw pipelined call_async on a persistent proxy;
+5. the Odoo server's RSS and the broker's queue count before and after 10,000 calls;
+4. services throughput with 1 and 2 `nameko run` instances (last: it needs the CPU to itself).
+
+Numbers are for comparison within one run; nothing here asserts on time.
+"""
+
+import argparse
+import concurrent.futures
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+import xmlrpc.client
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.common import (  # noqa: E402
+    REPO,
+    RabbitAdmin,
+    Report,
+    children_rss_kib,
+    interleaved,
+    log,
+    stop_process,
+    vhost_uri,
+)
+
+# nameko 2.14 imports eventlet, which warns about its own deprecation on import: noise here.
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+
+VENV_BIN = os.path.dirname(os.path.abspath(sys.executable))
+RUN_DIR = os.environ.get("COMPUTE_BRIDGE_RUN_DIR") or os.path.join(REPO, ".run")
+BENCH_DIR = os.path.join(RUN_DIR, "bench")
+RESULTS = os.path.join(REPO, "benchmarks", "results", "latest.txt")
+
+# Targets, from the issue.
+TARGET_CLICK_SPEEDUP = 2.5  # blog-post click / our click (3x is the aim)
+TARGET_CLICK_AIM = 3.0
+TARGET_INPROC_OVERHEAD = 1.2  # pooled call / raw persistent call, at most
+TARGET_BATCH_RATIO = 0.9  # raw pipelined time / batch time, at least
+TARGET_THROUGHPUT = 1000.0  # calls/s with 2 instances, at least
+RSS_TOLERANCE_KIB = 8 * 1024  # RSS may wobble this much (allocator arenas) without a leak
+
+# Sizes. --quick divides most of them, for trying the harness out.
+SIZES = {
+    "inproc_rounds": 10, "inproc_per_round": 30,
+    "click_rounds": 10, "click_per_round": 10,
+    "batch_records": 1000, "batch_reps": 3,
+    "soak_calls": 10000, "soak_click_share": 0.2, "soak_threads": 4,
+    "throughput_calls": 4000, "throughput_clients": 2, "throughput_window": 40,
+}
+
+VHOST = os.environ.get("BENCH_VHOST", "compute_bridge_bench")
+DB = os.environ.get("BENCH_DB", "cb_bench")
+ODOO_PORT = int(os.environ.get("BENCH_ODOO_PORT", "8269"))
+# Where `nameko run services` is run from: the repository (default) or another checkout.
+SERVICES_ROOT = os.environ.get("BENCH_SERVICES_ROOT", REPO)
+SERVICES_WEB_PORT = int(os.environ.get("BENCH_SERVICES_WEB_PORT", "18100"))
+
+
+# ---------------------------------------------------------------------------------------------
+# the pieces this script runs
+# ---------------------------------------------------------------------------------------------
+
+class Services:
+    """`nameko run` instances of the services, as the README runs them, on our vhost."""
+
+    def __init__(self, amqp_uri, admin):
+        self.amqp_uri = amqp_uri
+        self.admin = admin
+        self.procs = []
+
+    def command(self):
+        config = os.path.join(SERVICES_ROOT, "services", "config.yaml")
+        if os.path.exists(config):
+            return [os.path.join(VENV_BIN, "nameko"), "run", "--config", config, "services"]
+        return [os.path.join(VENV_BIN, "nameko"), "run", "--broker", self.amqp_uri, "services"]
+
+    def start(self, count):
+        while len(self.procs) < count:
+            index = len(self.procs)
+            env = dict(os.environ, AMQP_URI=self.amqp_uri,
+                       WEB_SERVER_ADDRESS="127.0.0.1:%d" % (SERVICES_WEB_PORT + index),
+                       HEARTBEAT_URL="")
+            logfile = open(os.path.join(BENCH_DIR, "services-%d.log" % index), "ab")
+            proc = subprocess.Popen(self.command(), cwd=SERVICES_ROOT, env=env, stdout=logfile,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+            self.procs.append(proc)
+            self._wait_consumers(index + 1, proc)
+        log("%d services instance(s) consuming rpc-compute", count)
+
+    def _wait_consumers(self, count, proc, timeout=120):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SystemExit("nameko run exited with %s; see %s/services-*.log"
+                                 % (proc.returncode, BENCH_DIR))
+            if self.admin.consumers(VHOST, "rpc-compute") >= count:
+                return
+            time.sleep(0.3)
+        raise SystemExit("services did not start consuming within %ss" % timeout)
+
+    def stop_extra(self, keep):
+        while len(self.procs) > keep:
+            stop_process(self.procs.pop())
+
+    def stop(self):
+        self.stop_extra(0)
+
+
+class OdooServer:
+    """An Odoo HTTP server (threaded, workers=0) on the benchmark database."""
+
+    def __init__(self, odoo_src, amqp_uri):
+        self.odoo_src = odoo_src
+        self.amqp_uri = amqp_uri
+        self.proc = None
+        self.conf = os.path.join(BENCH_DIR, "odoo-bench.conf")
+        self.url = "http://127.0.0.1:%d" % ODOO_PORT
+
+    def env(self):
+        env = dict(os.environ)
+        env["PYTHONPATH"] = self.odoo_src + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH")
+                                             else "")
+        env["COMPUTE_BRIDGE_BROKER_URL"] = self.amqp_uri
+        return env
+
+    def write_conf(self):
+        addons = "%s,%s" % (REPO, os.path.join(REPO, "benchmarks", "addons"))
+        with open(self.conf, "w") as handle:
+            handle.write("\n".join([
+                "[options]",
+                "addons_path = " + addons,
+                "data_dir = " + os.path.join(BENCH_DIR, "odoo-data"),
+                "db_host = " + os.environ.get("PGHOST", "127.0.0.1"),
+                "db_port = " + os.environ.get("PGPORT", "5439"),
+                "db_user = " + os.environ.get("PGUSER", "odoo"),
+                "db_password = " + (os.environ.get("PGPASSWORD") or "False"),
+                "db_name = " + DB,
+                "dbfilter = ^%s$" % DB,
+                "list_db = False",
+                "http_interface = 127.0.0.1",
+                "http_port = %d" % ODOO_PORT,
+                "gevent_port = %d" % (ODOO_PORT + 3),
+                "workers = 0",
+                "max_cron_threads = 0",
+                "without_demo = all",
+                "log_level = warn",
+                "",
+            ]))
+
+    def odoo(self, *args, **kwargs):
+        return [sys.executable, "-m", "odoo", "-c", self.conf, *args]
+
+    def db_exists(self):
+        import psycopg2
+
+        connection = psycopg2.connect(
+            host=os.environ.get("PGHOST", "127.0.0.1"), port=os.environ.get("PGPORT", "5439"),
+            user=os.environ.get("PGUSER", "odoo"), password=os.environ.get("PGPASSWORD"),
+            dbname="postgres")
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB,))
+                return cursor.fetchone() is not None
+        finally:
+            connection.close()
+
+    def prepare(self, fresh=False):
+        """Create the benchmark database (or update its modules), in a process of its own, so
+        the server measured later starts clean."""
+        self.write_conf()
+        if fresh and self.db_exists():
+            subprocess.run(["dropdb", "-h", os.environ.get("PGHOST", "127.0.0.1"), "-p",
+                            os.environ.get("PGPORT", "5439"), "-U",
+                            os.environ.get("PGUSER", "odoo"), DB], check=False)
+        if self.db_exists():
+            log("updating compute_bridge and compute_bridge_bench in database %s", DB)
+            args = ["-u", "compute_bridge,compute_bridge_bench"]
+        else:
+            log("creating database %s with compute_bridge_bench (a minute or two)", DB)
+            args = ["-i", "compute_bridge_bench"]
+        with open(os.path.join(BENCH_DIR, "odoo-init.log"), "ab") as logfile:
+            done = subprocess.run(self.odoo("-d", DB, *args, "--stop-after-init"), env=self.env(),
+                                  cwd=REPO, stdout=logfile, stderr=subprocess.STDOUT)
+        if done.returncode != 0:
+            raise SystemExit("Odoo could not install/update the addons; see %s/odoo-init.log"
+                             % BENCH_DIR)
+
+    def start(self, timeout=180):
+        logfile = open(os.path.join(BENCH_DIR, "odoo-server.log"), "ab")
+        self.proc = subprocess.Popen(self.odoo("-d", DB), env=self.env(), cwd=REPO,
+                                     stdout=logfile, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit("Odoo exited with %s; see %s/odoo-server.log"
+                                 % (self.proc.returncode, BENCH_DIR))
+            try:
+                xmlrpc.client.ServerProxy(self.url + "/xmlrpc/2/common").version()
+                log("Odoo answers at %s (pid %d)", self.url, self.proc.pid)
+                return
+            except OSError:
+                time.sleep(0.5)
+        raise SystemExit("Odoo did not answer within %ss" % timeout)
+
+    def stop(self):
+        stop_process(self.proc, timeout=20)
+        self.proc = None
+
+
+class OdooClient:
+    """XML-RPC as an external client (or the web client's RPC) would make it; one HTTP
+    connection kept alive per client, so each variant pays the same transport."""
+
+    def __init__(self, url, login="admin", password="admin"):
+        self.url = url
+        self.password = password
+        self.uid = xmlrpc.client.ServerProxy(url + "/xmlrpc/2/common").authenticate(
+            DB, login, password, {})
+        if not self.uid:
+            raise SystemExit("cannot log in to %s as %s" % (DB, login))
+        self.models = xmlrpc.client.ServerProxy(url + "/xmlrpc/2/object", allow_none=True)
+
+    def execute(self, model, method, *args, **kwargs):
+        return self.models.execute_kw(DB, self.uid, self.password, model, method, list(args),
+                                      kwargs)
+
+    def fork(self):
+        return OdooClient.__new__(OdooClient)._copy(self)
+
+    def _copy(self, other):
+        self.url, self.password, self.uid = other.url, other.password, other.uid
+        self.models = xmlrpc.client.ServerProxy(self.url + "/xmlrpc/2/object", allow_none=True)
+        return self
+
+
+def load_pooled_client():
+    """compute_bridge/rpc as a package, by file path: it imports no ORM, so Odoo is not needed."""
+    path = os.path.join(REPO, "compute_bridge", "rpc", "__init__.py")
+    if not os.path.exists(path):
+        return None
+    name = "compute_bridge_rpc_bench"
+    spec = importlib.util.spec_from_file_location(
+        name, path, submodule_search_locations=[os.path.dirname(path)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---------------------------------------------------------------------------------------------
+# phases
+# ---------------------------------------------------------------------------------------------
+
+def phase_inproc(report, amqp_uri, sizes, results):
+    from nameko.standalone.rpc import ClusterRpcProxy
+
+    report.header("(1) one call in process  (compute.method(99999, 99999); services: 1 instance)")
+    config = {"AMQP_URI": amqp_uri}
+
+    def per_call():
+        with ClusterRpcProxy(config, timeout=10) as rpc:
+            assert rpc.compute.method(99999, 99999) == 199998
+
+    raw_standalone = ClusterRpcProxy(config, timeout=10)
+    raw = raw_standalone.start()
+
+    def raw_call():
+        assert raw.compute.method(99999, 99999) == 199998
+
+    variants = [("per-call ClusterRpcProxy (blog post)", per_call)]
+    rpc = load_pooled_client()
+    if rpc is not None:
+        bridge_config = rpc.BridgeConfig(amqp_uri, 10.0, True)
+
+        def pooled():
+            assert rpc.call(bridge_config, "compute", "method", 99999, 99999) == 199998
+
+        variants.append(("pooled (compute_bridge/rpc call())", pooled))
+    else:
+        report.line("  (compute_bridge/rpc not found: pooled variant skipped)")
+    variants.append(("raw persistent ClusterRpcProxy", raw_call))
+
+    for _ in range(20):  # warm-up: imports, kombu's producer pool, the pool's first proxy
+        for _name, operation in variants:
+            operation()
+    samples = interleaved(variants, sizes["inproc_rounds"], sizes["inproc_per_round"])
+    med = {name: report.timing(name, values) for name, values in samples.items()}
+    raw_med = med["raw persistent ClusterRpcProxy"]
+    per_med = med["per-call ClusterRpcProxy (blog post)"]
+    report.ratio("per-call / raw persistent", per_med / raw_med)
+    results["inproc_raw_ms"] = raw_med
+    results["inproc_per_call_ms"] = per_med
+    if rpc is not None:
+        pooled_med = med["pooled (compute_bridge/rpc call())"]
+        report.ratio("per-call / pooled", per_med / pooled_med)
+        report.ratio("pooled / raw persistent", pooled_med / raw_med)
+        results["inproc_pooled_ratio"] = pooled_med / raw_med
+    return raw_standalone, raw
+
+
+def phase_click(report, client, sizes, results):
+    report.header("(2) one click over XML-RPC on a real Odoo server (threaded, workers=0)")
+    op_id = client.execute("compute.operation", "create",
+                           [{"field_1": 99999, "field_2": 99999}])[0]
+
+    def blog():
+        client.execute("compute.operation", "action_suma_blog", [op_id])
+
+    def ours():
+        client.execute("compute.operation", "action_suma", [op_id])
+
+    def noop():
+        client.execute("res.users", "read", [client.uid], fields=["id"])
+
+    variants = [("blog post: action_suma_blog (per-click proxy)", blog),
+                ("ours: action_suma on 1 record", ours),
+                ("no-op: res.users read ['id']", noop)]
+    for _ in range(10):
+        for _name, operation in variants:
+            operation()
+    record = client.execute("compute.operation", "read", [op_id], fields=["result", "state"])[0]
+    if record["result"] != 199998 or record["state"] != "done":
+        raise SystemExit("action_suma did not compute 199998: %r" % record)
+    samples = interleaved(variants, sizes["click_rounds"], sizes["click_per_round"])
+    med = {name: report.timing(name, values) for name, values in samples.items()}
+    blog_med, ours_med, noop_med = (med[name] for name, _ in variants)
+    report.ratio("blog-post click / our click  (the speed-up)", blog_med / ours_med)
+    report.ratio("our click / no-op read", ours_med / noop_med)
+    report.line("  our click above the no-op read: %.2f ms; the blog post's: %.2f ms"
+                % (ours_med - noop_med, blog_med - noop_med))
+    results["click_speedup"] = blog_med / ours_med
+    return op_id
+
+
+def phase_batch(report, client, raw, sizes, results):
+    n = sizes["batch_records"]
+    report.header("(3) %d records in one action_suma vs %d raw pipelined call_async" % (n, n))
+    ids = client.execute("compute.operation", "create",
+                         [{"field_1": i, "field_2": 2 * i} for i in range(n)])
+
+    def batch():
+        client.execute("compute.operation", "action_suma", ids)
+
+    def pipelined():
+        replies = [raw.compute.method.call_async(i, 2 * i) for i in range(n)]
+        for i, reply in enumerate(replies):
+            assert reply.result() == 3 * i
+
+    batch()  # warm-up, and check the sums landed
+    pipelined()
+    rows = client.execute("compute.operation", "search_read", [("id", "in", ids[:5])],
+                          fields=["field_1", "result", "state"])
+    if any(row["state"] != "done" or row["result"] != 3 * row["field_1"] for row in rows):
+        raise SystemExit("action_suma on %d records did not compute the sums: %r" % (n, rows))
+    samples = interleaved([("action_suma on %d ids (XML-RPC)" % n, batch),
+                           ("raw: %d call_async, then collect" % n, pipelined)],
+                          sizes["batch_reps"], 1)
+    meds = [report.timing(name, values) for name, values in samples.items()]
+    report.line("  per record: batch %.3f ms, raw %.3f ms" % (meds[0] / n, meds[1] / n))
+    report.ratio("raw time / batch time", meds[1] / meds[0])
+    results["batch_ratio"] = meds[1] / meds[0]
+    return ids
+
+
+def phase_soak(report, client, odoo, admin, op_id, ids, sizes, results):
+    total = sizes["soak_calls"]
+    clicks = int(total * sizes["soak_click_share"])
+    batch_size = len(ids)
+    batches = max(0, (total - clicks) // batch_size)
+    clicks = total - batches * batch_size
+    threads = sizes["soak_threads"]
+    report.header("(5) Odoo server RSS and broker queues before/after %d calls "
+                  "(%d single clicks from %d threads + %d x action_suma on %d records)"
+                  % (total, clicks, threads, batches, batch_size))
+
+    def snapshot():
+        time.sleep(1.5)  # let auto-delete queues go and the management API catch up
+        return (children_rss_kib(odoo.proc.pid), len(admin.queues(VHOST)),
+                len(admin.connections(VHOST)))
+
+    def click_worker(count):
+        own = client.fork()
+        for _ in range(count):
+            own.execute("compute.operation", "action_suma", [op_id])
+
+    def run(share_clicks, share_batches):
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            per_thread = [share_clicks // threads + (1 if i < share_clicks % threads else 0)
+                          for i in range(threads)]
+            futures = [pool.submit(click_worker, count) for count in per_thread]
+            for _ in range(share_batches):
+                client.execute("compute.operation", "action_suma", ids)
+            for future in futures:
+                future.result()
+
+    before = snapshot()
+    started = time.perf_counter()
+    run(clicks // 2, batches // 2)
+    middle = snapshot()
+    run(clicks - clicks // 2, batches - batches // 2)
+    elapsed = time.perf_counter() - started
+    after = snapshot()
+    report.line("  %d calls in %.1f s (%.0f calls/s through Odoo)" % (total, elapsed,
+                                                                        total / elapsed))
+    rss_delta = after[0] - before[0]
+    report.line("  Odoo server RSS     before %8.1f MiB   half-way %8.1f MiB   after %8.1f MiB"
+                "   delta %+7.1f MiB" % (before[0] / 1024, middle[0] / 1024, after[0] / 1024,
+                                         rss_delta / 1024))
+    report.line("  broker queues       before %8d       half-way %8d       after %8d"
+                "       delta %+5d" % (before[1], middle[1], after[1], after[1] - before[1]))
+    report.line("  broker connections  before %8d       half-way %8d       after %8d"
+                "       delta %+5d" % (before[2], middle[2], after[2], after[2] - before[2]))
+    rss_ok = rss_delta <= RSS_TOLERANCE_KIB
+    queues_ok = after[1] <= before[1] and after[2] <= before[2]
+    report.line("  memory: %s (tolerance %d MiB)   queues/connections: %s"
+                % ("OK" if rss_ok else "GROWTH", RSS_TOLERANCE_KIB // 1024,
+                   "OK" if queues_ok else "GROWTH"))
+    results["soak_ok"] = rss_ok and queues_ok
+    results["soak_detail"] = "RSS %+.1f MiB, queues %+d, connections %+d" % (
+        rss_delta / 1024, after[1] - before[1], after[2] - before[2])
+
+
+def run_load(amqp_uri, calls, clients, window):
+    """Start `clients` load processes, release them together, return calls/s over the run."""
+    script = os.path.join(REPO, "benchmarks", "load.py")
+    procs = [subprocess.Popen([sys.executable, script, amqp_uri, str(calls // clients),
+                               str(window)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, cwd=REPO)
+             for _ in range(clients)]
+    try:
+        for proc in procs:
+            if proc.stdout.readline().strip() != "ready":
+                raise SystemExit("a load process did not start")
+        for proc in procs:
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        outputs = [json.loads(proc.stdout.readline()) for proc in procs]
+    finally:
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    start = min(out["start"] for out in outputs)
+    end = max(out["end"] for out in outputs)
+    done = sum(out["calls"] for out in outputs)
+    return done / (end - start), done, end - start, sum(out["errors"] for out in outputs)
+
+
+def phase_throughput(report, amqp_uri, services, sizes, results):
+    n, clients, window = (sizes["throughput_calls"], sizes["throughput_clients"],
+                          sizes["throughput_window"])
+    report.header("(4) services throughput: %d calls from %d client processes, %d in flight "
+                  "each (persistent proxies, publish confirms off on the client)"
+                  % (n, clients, window))
+    rates = {}
+    for instances in (1, 2):
+        services.start(instances)
+        run_load(amqp_uri, min(n, 400), clients, window)  # warm-up
+        rate, done, seconds, errors = run_load(amqp_uri, n, clients, window)
+        rates[instances] = rate
+        report.line("  %d instance(s): %6d calls in %6.2f s  = %7.0f calls/s   errors %d"
+                    % (instances, done, seconds, rate, errors))
+    report.ratio("2 instances / 1 instance", rates[2] / rates[1])
+    results["throughput_2"] = rates[2]
+    services.stop_extra(1)
+
+
+def print_targets(report, results):
+    report.header("targets")
+
+    def add(name, value, ok, detail):
+        status = report.target(name, ok if value is not None else None, detail)
+        report.line("  [%s] %s" % (status, name))
+        report.line("         %s" % detail)
+
+    value = results.get("click_speedup")
+    add("click over XML-RPC >= %.1fx faster than the blog post's way (aim %.0fx)"
+        % (TARGET_CLICK_SPEEDUP, TARGET_CLICK_AIM), value,
+        value is not None and value >= TARGET_CLICK_SPEEDUP,
+        "measured %.2fx%s" % (value, " (aim reached)" if value >= TARGET_CLICK_AIM else
+                             " (aim %.0fx not reached)" % TARGET_CLICK_AIM)
+        if value is not None else "not measured")
+    value = results.get("inproc_pooled_ratio")
+    add("one in-process call <= %.1fx a raw persistent nameko call" % TARGET_INPROC_OVERHEAD,
+        value, value is not None and value <= TARGET_INPROC_OVERHEAD,
+        "measured %.2fx (pooled median / raw median)" % value if value is not None
+        else "not measured")
+    value = results.get("batch_ratio")
+    add("1,000-record batch >= %.1fx raw pipelined nameko (raw time / batch time)"
+        % TARGET_BATCH_RATIO, value, value is not None and value >= TARGET_BATCH_RATIO,
+        "measured %.2fx" % value if value is not None else "not measured")
+    value = results.get("throughput_2")
+    add("services >= %d calls/s with 2 instances" % TARGET_THROUGHPUT, value,
+        value is not None and value >= TARGET_THROUGHPUT,
+        "measured %.0f calls/s" % value if value is not None else "not measured")
+    value = results.get("soak_ok")
+    add("no growth in Odoo memory or broker queues over 10,000 calls", value, bool(value),
+        results.get("soak_detail", "not measured"))
+
+
+# ---------------------------------------------------------------------------------------------
+
+def main():
+    parser = argparse.ArgumentParser(description="compute_bridge benchmarks")
+    parser.add_argument("--quick", action="store_true", help="small sizes, to try the harness")
+    parser.add_argument("--phases", default="1,2,3,5,4",
+                        help="comma-separated phases to run (default all: 1,2,3,5,4)")
+    parser.add_argument("--fresh-db", action="store_true", help="drop the benchmark database")
+    args = parser.parse_args()
+    phases = set(args.phases.split(","))
+    sizes = dict(SIZES)
+    if args.quick:
+        sizes.update(inproc_rounds=4, inproc_per_round=10, click_rounds=4, click_per_round=5,
+                     batch_reps=1, soak_calls=2000, throughput_calls=1000)
+
+    os.makedirs(BENCH_DIR, exist_ok=True)
+    amqp_root = os.environ.get("AMQP_URI", "pyamqp://guest:guest@localhost:5672")
+    admin = RabbitAdmin(os.environ.get("RABBIT_API_URI", "http://guest:guest@localhost:15672"))
+    admin.create_vhost(VHOST)
+    amqp_uri = vhost_uri(amqp_root, VHOST)
+    odoo_src = os.environ.get("ODOO_SRC", "")
+
+    report = Report()
+    report.line("compute_bridge benchmarks  %s" % time.strftime("%Y-%m-%d %H:%M:%S"))
+    report.line("machine: %d CPU(s), load average %s; broker vhost %r; services from %s"
+                % (os.cpu_count(), " ".join("%.2f" % x for x in os.getloadavg()), VHOST,
+                   SERVICES_ROOT))
+    report.line("timings: median and p90 over N calls, variants interleaved round by round; "
+                "ratios are medians measured side by side in this run")
+    results = {}
+    services = Services(amqp_uri, admin)
+    odoo = None
+    raw_standalone = raw = None
+    try:
+        services.start(1)
+        raw_standalone, raw = None, None
+        if "1" in phases:
+            raw_standalone, raw = phase_inproc(report, amqp_uri, sizes, results)
+        if phases & {"2", "3", "5"}:
+            if not odoo_src:
+                report.line("")
+                report.line("!!! no Odoo 18.0 source (ODOO_SRC): phases 2, 3 and 5 skipped")
+            elif not os.path.exists(os.path.join(REPO, "compute_bridge", "__manifest__.py")):
+                report.line("")
+                report.line("!!! compute_bridge addon not found: phases 2, 3 and 5 skipped")
+            else:
+                odoo = OdooServer(odoo_src, amqp_uri)
+                odoo.prepare(fresh=args.fresh_db)
+                odoo.start()
+                client = OdooClient(odoo.url)
+                op_id = ids = None
+                if "2" in phases or "5" in phases:
+                    op_id = phase_click(report, client, sizes, results)
+                if "3" in phases or "5" in phases:
+                    if raw is None:
+                        from nameko.standalone.rpc import ClusterRpcProxy
+
+                        raw_standalone = ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=30)
+                        raw = raw_standalone.start()
+                    ids = phase_batch(report, client, raw, sizes, results)
+                if "5" in phases:
+                    phase_soak(report, client, odoo, admin, op_id, ids, sizes, results)
+                odoo.stop()
+                odoo = None
+        if raw_standalone is not None:
+            raw_standalone.stop()
+            raw_standalone = None
+        if "4" in phases:
+            phase_throughput(report, amqp_uri, services, sizes, results)
+        print_targets(report, results)
+    finally:
+        if raw_standalone is not None:
+            try:
+                raw_standalone.stop()
+            except Exception:  # noqa: BLE001 - cleaning up
+                pass
+        if odoo is not None:
+            odoo.stop()
+        services.stop()
+        try:
+            admin.delete_vhost(VHOST)
+        except OSError as error:
+            log("could not delete vhost %s: %s", VHOST, error)
+        report.write(RESULTS)
+        log("written to %s", os.path.relpath(RESULTS, REPO))
+    return 0  # figures, not a test: a missed target is reported (MISS), not an error
+
+
+if __name__ == "__main__":
+    sys.exit(main())
