@@ -1,0 +1,196 @@
+"""Fault tests: the real stack, broken on purpose.
+
+Run as their own pytest process, never under tests/conftest.py (which monkey-patches eventlet
+for the Nameko tests; Odoo and these clients must run unpatched)::
+
+    .venv/bin/python -m pytest -c tests/faults/pytest-faults.ini --confcutdir=tests/faults \
+        -p no:pytest_nameko -p no:odoo tests/faults
+
+Session fixtures, each started once, with bounded waits, and always stopped:
+
+- ``broker``: a private RabbitMQ node on its own ports (FAULTS_AMQP_PORT 5692, management
+  FAULTS_API_PORT 15692), so stopping it never touches the dev broker; a user with a secret
+  password, and an empty vhost where no service ever ran;
+- ``fleet``: ``nameko run --broker <that node> services`` processes;
+- ``odoo``: database ``cb_faults`` created with compute_bridge installed, then Odoo's HTTP server
+  (prefork, FAULTS_ODOO_WORKERS=4 workers) with a log file, pointed at the private node through
+  the system parameters, and test users (plain, manager, portal).
+"""
+
+import os
+import sys
+import time
+
+import faults_harness as harness
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _monkey_patched():
+    patcher = sys.modules.get("eventlet.patcher")
+    return bool(patcher and patcher.is_monkey_patched("socket"))
+
+
+PATCHED_WARNING = (
+    "!!!!!!!! tests/faults skipped: this pytest process is eventlet-monkey-patched "
+    "(tests/conftest.py). Run them on their own: tools/test.sh faults !!!!!!!!"
+)
+
+if _monkey_patched():
+    # Collected by a pytest process that loaded tests/conftest.py: refuse loudly, run nothing.
+    collect_ignore_glob = ["*.py"]
+
+    def pytest_terminal_summary(terminalreporter):
+        terminalreporter.write_line(PATCHED_WARNING, red=True, bold=True)
+
+DB = os.environ.get("COMPUTE_BRIDGE_FAULTS_DB", "cb_faults")
+RPC_TIMEOUT = 3.0  # compute_bridge.rpc_timeout for most tests (seconds)
+USERS = {
+    # login: (xml ids of its groups, password)
+    "cb_user": (["base.group_user", "compute_bridge.group_compute_bridge_user"], "cb_user"),
+    "cb_manager": (["base.group_user", "compute_bridge.group_compute_bridge_manager"],
+                   "cb_manager"),
+    "cb_portal": (["base.group_portal"], "cb_portal"),
+}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "odoo: needs the Odoo source and a running Odoo server")
+
+
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def run_dir():
+    path = harness.RUN_DIR
+    os.makedirs(path, exist_ok=True)
+    for name in os.listdir(path):
+        if name.endswith(".log"):
+            os.unlink(os.path.join(path, name))
+    return path
+
+
+@pytest.fixture(scope="session")
+def broker(run_dir):
+    node = harness.FaultBroker(int(os.environ.get("FAULTS_AMQP_PORT", 5692)),
+                               int(os.environ.get("FAULTS_API_PORT", 15692)))
+    started = time.monotonic()
+    try:
+        node.start()
+        sys.stderr.write("[faults] private broker up in %.1fs\n" % (time.monotonic() - started))
+        yield node
+    finally:
+        node.shutdown()
+
+
+@pytest.fixture()
+def broker_up(broker):
+    """The node running (a test that stopped it and failed must not break the next ones)."""
+    if not broker.node.running():
+        broker.node.start()
+    return broker
+
+
+@pytest.fixture(scope="session")
+def fleet(broker, run_dir):
+    services = harness.ServiceFleet(broker, run_dir)
+    try:
+        yield services
+    finally:
+        services.stop_all()
+        for service in services.processes:
+            if service.alive:
+                services.kill(service)
+
+
+@pytest.fixture()
+def one_service(broker_up, fleet):
+    fleet.ensure(1)
+    return fleet
+
+
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def pg():
+    return {
+        "host": os.environ.get("PGHOST", "127.0.0.1"),
+        "port": os.environ.get("PGPORT", "5439"),
+        "user": os.environ.get("PGUSER", "odoo"),
+        "password": os.environ.get("PGPASSWORD") or None,
+    }
+
+
+@pytest.fixture(scope="session")
+def odoo_src():
+    src = os.environ.get("ODOO_SRC") or harness.stack.find_odoo_src(download=False)
+    if not src:
+        pytest.skip("no Odoo 18.0 source ($ODOO_SRC or ~/.cache/compute_bridge/odoo-18.0)")
+    if not os.path.exists(os.path.join(harness.REPO, "compute_bridge", "__manifest__.py")):
+        pytest.skip("compute_bridge/__manifest__.py does not exist yet")
+    return src
+
+
+@pytest.fixture(scope="session")
+def odoo(odoo_src, pg, broker, fleet, run_dir):
+    server = harness.OdooServer(odoo_src, pg, DB, run_dir,
+                                workers=int(os.environ.get("FAULTS_ODOO_WORKERS", 4)))
+    server.heartbeat_secret = "hb-" + harness.secrets.token_hex(12)
+    server.env["COMPUTE_BRIDGE_HEARTBEAT_SECRET"] = server.heartbeat_secret
+    started = time.monotonic()
+    server.create_db()
+    sys.stderr.write("[faults] %s created with compute_bridge in %.1fs\n"
+                     % (DB, time.monotonic() - started))
+    try:
+        server.start()
+        admin = server.xmlrpc()
+        set_bridge_params(admin, broker.uri(), RPC_TIMEOUT)
+        server.users = create_users(admin)
+        fleet.env.update(HEARTBEAT_URL=server.url + "/compute_bridge/heartbeat",
+                         HEARTBEAT_SECRET=server.heartbeat_secret, HEARTBEAT_INTERVAL="5")
+        yield server
+    finally:
+        server.stop()
+        fleet.env.clear()
+
+
+def set_bridge_params(admin, url=None, timeout=None):
+    if url is not None:
+        admin.call("ir.config_parameter", "set_param", "compute_bridge.broker_url", url)
+    if timeout is not None:
+        admin.call("ir.config_parameter", "set_param", "compute_bridge.rpc_timeout",
+                   str(timeout))
+
+
+def xmlid_to_id(admin, xmlid):
+    module, name = xmlid.split(".")
+    rows = admin.call("ir.model.data", "search_read",
+                      [("module", "=", module), ("name", "=", name)], fields=["res_id"])
+    if not rows:
+        raise LookupError("no such xml id: %s (check the addon's security XML)" % xmlid)
+    return rows[0]["res_id"]
+
+
+def create_users(admin):
+    users = {}
+    for login, (groups, password) in USERS.items():
+        group_ids = [xmlid_to_id(admin, xmlid) for xmlid in groups]
+        uid = admin.call("res.users", "create", {
+            "name": login, "login": login, "password": password,
+            "groups_id": [(6, 0, group_ids)],
+        })
+        users[login] = (uid, password)
+    return users
+
+
+@pytest.fixture()
+def admin(odoo, one_service):
+    """Admin over XML-RPC, the bridge pointed at the private node with the default timeout, one
+    service running."""
+    client = odoo.xmlrpc()
+    set_bridge_params(client, one_service.broker.uri(), RPC_TIMEOUT)
+    return client
+
+
+@pytest.fixture()
+def user_client(odoo):
+    return odoo.xmlrpc("cb_user", "cb_user")

@@ -1,0 +1,470 @@
+"""The real parts the fault tests break on purpose, and the clients they talk to them with.
+
+- :class:`FaultBroker`: a private RabbitMQ node (``tools/stack.py``'s ``RabbitNode``) on its own
+  ports, with a user whose password is a secret we then look for in every log and message;
+- :class:`ServiceFleet`: ``nameko run --broker <uri> services`` processes, started and killed;
+- :class:`OdooServer`: ``python -m odoo`` serving one database over HTTP, with a log file;
+- :class:`XmlRpc` / :class:`JsonRpc`: one user's calls over ``/xmlrpc/2/object`` and ``/jsonrpc``.
+
+Every wait here is bounded; every process is started in its own session and stopped by its
+process group at the end.
+"""
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import xmlrpc.client
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(REPO, "tools"))
+import stack  # noqa: E402  (tools/stack.py: RabbitNode, find_odoo_src)
+
+VENV = os.environ.get("VENV") or os.path.join(REPO, ".venv")
+PY = os.path.join(VENV, "bin", "python")
+NAMEKO = os.path.join(VENV, "bin", "nameko")
+RUN_DIR = os.path.join(stack.RUN_DIR, "faults")
+
+COMPUTE_QUEUE = "rpc-compute"
+EMPTY_VHOST = "cb-faults-empty"  # a vhost where no service ever ran
+BROKER_USER = "cb_faults"
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, timeout, interval=0.2, what="condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except Exception as error:  # noqa: BLE001 - "not yet", whatever the reason
+            last = error
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise TimeoutError("%s not reached within %ss (last: %r)" % (what, timeout, last))
+
+
+def stop_process(proc, sig=signal.SIGINT, grace=15):
+    """Stop a process started with start_new_session=True, and its children (Odoo's workers)."""
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+# ---------------------------------------------------------------------------------------------
+class FaultBroker:
+    """A RabbitMQ node of our own, which tests may stop, restart and wipe."""
+
+    def __init__(self, amqp_port, api_port):
+        self.node = stack.RabbitNode("faults", amqp_port=amqp_port, api_port=api_port)
+        # URL-special characters on purpose: the password must survive quoting, and masking.
+        self.password = "Pw%s@/:" % secrets.token_hex(8)
+        self.password_token = self.password[:18]  # what we grep for (quoted or not)
+
+    # -- lifecycle
+    def start(self):
+        if self.node.running():  # left over from an interrupted run: ours (same node name)
+            self.node.stop()
+        shutil.rmtree(self.node.base, ignore_errors=True)
+        self.node.start()
+        self.node.ctl("add_user", BROKER_USER, self.password)
+        self.node.ctl("set_permissions", "-p", "/", BROKER_USER, ".*", ".*", ".*")
+        self.node.ctl("add_vhost", EMPTY_VHOST)
+        self.node.ctl("set_permissions", "-p", EMPTY_VHOST, BROKER_USER, ".*", ".*", ".*")
+
+    def stop(self):
+        self.node.stop(kill_epmd=False)
+        wait_until(lambda: not stack.port_open(self.node.host, self.node.amqp_port), 30,
+                   what="broker port closed")
+
+    def restart_node(self):
+        """Stop the node's Erlang VM and start it again: every connection dies, queues survive
+        (durable, on disk)."""
+        self.stop()
+        self.node.start()
+
+    def shutdown(self):
+        self.node.stop(kill_epmd=True)
+
+    # -- addresses
+    def uri(self, vhost="/"):
+        quoted = urllib.parse.quote(self.password, safe="")
+        path = "" if vhost == "/" else "/" + urllib.parse.quote(vhost, safe="")
+        return "pyamqp://%s:%s@%s:%d%s" % (BROKER_USER, quoted, self.node.host,
+                                           self.node.amqp_port, path)
+
+    @property
+    def guest_uri(self):
+        return self.node.amqp_uri
+
+    # -- management API (guest works from localhost)
+    def api(self, path):
+        request = urllib.request.Request("http://%s:%d/api/%s" % (self.node.host,
+                                                                  self.node.api_port, path))
+        request.add_header("Authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read())
+
+    def queue(self, name=COMPUTE_QUEUE, vhost="/"):
+        try:
+            return self.api("queues/%s/%s" % (urllib.parse.quote(vhost, safe=""), name))
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                return None
+            raise
+
+    def consumer_ports(self, name=COMPUTE_QUEUE, vhost="/"):
+        """Client-side TCP ports of the consumers of queue ``name``. /api/consumers follows
+        consumer events at once, where a queue's "consumers" count lags by a stats interval."""
+        rows = self.api("consumers/%s" % urllib.parse.quote(vhost, safe=""))
+        return [row["channel_details"]["peer_port"] for row in rows
+                if row["queue"]["name"] == name]
+
+    def consumers(self, name=COMPUTE_QUEUE):
+        return len(self.consumer_ports(name))
+
+
+# ---------------------------------------------------------------------------------------------
+class ServiceProcess:
+    def __init__(self, proc, log_path, label):
+        self.proc = proc
+        self.log_path = log_path
+        self.label = label
+
+    @property
+    def alive(self):
+        return self.proc.poll() is None
+
+    def local_ports(self):
+        import psutil
+
+        try:
+            return {c.laddr.port for c in psutil.Process(self.proc.pid).connections("tcp")}
+        except psutil.Error:
+            return set()
+
+    def consuming(self, broker):
+        return bool(self.local_ports() & set(broker.consumer_ports()))
+
+    def log(self):
+        with open(self.log_path, errors="replace") as handle:
+            return handle.read()
+
+
+class ServiceFleet:
+    """``nameko run`` processes against the fault broker; each is one consumer of rpc-compute."""
+
+    def __init__(self, broker, log_dir):
+        self.broker = broker
+        self.log_dir = log_dir
+        self.env = {}  # extra environment for the next processes (HEARTBEAT_URL, ...)
+        self.processes = []
+        self._count = 0
+
+    @property
+    def running(self):
+        return [p for p in self.processes if p.alive]
+
+    def start_slow(self, delay, wait=True):
+        """An instance of tests/faults/slow_services.py: compute.method sleeps ``delay`` s."""
+        return self.start("slow_services", wait=wait, extra_env={
+            "PYTHONPATH": os.path.dirname(os.path.abspath(__file__)),
+            "FAULTS_COMPUTE_DELAY": str(delay),
+        })
+
+    def start(self, module="services", wait=True, extra_env=None):
+        self._count += 1
+        label = "services-%d" % self._count
+        log_path = os.path.join(self.log_dir, label + ".log")
+        env = dict(os.environ)
+        env.pop("PYTHONPATH", None)  # no Odoo on the services' path
+        env.update(self.env)
+        env.update(extra_env or {})
+        handle = open(log_path, "wb")  # noqa: SIM115 - closed with the process's life
+        proc = subprocess.Popen(
+            [NAMEKO, "run", "--broker", self.broker.uri(), module],
+            cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        handle.close()
+        service = ServiceProcess(proc, log_path, label)
+        self.processes.append(service)
+        if wait:
+            try:
+                wait_until(lambda: not service.alive or service.consuming(self.broker), 60,
+                           what="%s consuming %s" % (label, COMPUTE_QUEUE))
+            except TimeoutError:
+                raise RuntimeError("%s did not start:\n%s"
+                                   % (label, service.log()[-3000:])) from None
+            if not service.alive:
+                raise RuntimeError("%s died at start:\n%s" % (label, service.log()[-3000:]))
+        return service
+
+    def kill(self, service, sig=signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(service.proc.pid, sig)
+        service.proc.wait(15)
+
+    def stop(self, service):
+        stop_process(service.proc, signal.SIGINT, grace=10)
+
+    def stop_all(self):
+        for service in self.running:
+            self.stop(service)
+
+    def ensure(self, count=1):
+        """Exactly ``count`` live instances, each consuming (after a broker restart they
+        reconnect on their own; wait for that)."""
+        while len(self.running) > count:
+            self.stop(self.running[-1])
+        while len(self.running) < count:
+            self.start()
+        wait_until(lambda: all(p.consuming(self.broker) for p in self.running), 60,
+                   what="%d consumer(s) on %s" % (count, COMPUTE_QUEUE))
+
+    def logs(self):
+        return {p.label: p.log() for p in self.processes if os.path.exists(p.log_path)}
+
+
+# ---------------------------------------------------------------------------------------------
+class RpcError(Exception):
+    """A call answered with an error: ``message`` is what the caller reads."""
+
+    def __init__(self, transport, kind, message, raw=None):
+        super().__init__("%s %s: %s" % (transport, kind, message))
+        self.transport = transport
+        self.kind = kind  # XML-RPC faultCode / JSON-RPC data.name
+        self.message = message
+        self.raw = raw
+
+
+class HttpFailure(Exception):
+    """Not an RPC answer at all: HTTP 5xx, a dropped connection, an unparsable body."""
+
+
+class XmlRpc:
+    transport = "XML-RPC"
+
+    def __init__(self, url, db, login, password, timeout=60):
+        self.url, self.db, self.login, self.password = url, db, login, password
+        self.timeout = timeout
+        common = self._proxy("common")
+        self.uid = common.authenticate(db, login, password, {})
+        if not self.uid:
+            raise RuntimeError("cannot log in as %s" % login)
+
+    def _proxy(self, service):
+        transport = _TimeoutTransport(self.timeout)
+        return xmlrpc.client.ServerProxy("%s/xmlrpc/2/%s" % (self.url, service),
+                                         allow_none=True, transport=transport)
+
+    def call(self, model, method, *args, **kwargs):
+        try:
+            return self._proxy("object").execute_kw(self.db, self.uid, self.password, model,
+                                                    method, list(args), kwargs)
+        except xmlrpc.client.Fault as fault:
+            raise RpcError(self.transport, fault.faultCode, fault.faultString, fault) from None
+        except xmlrpc.client.ProtocolError as error:
+            raise HttpFailure("HTTP %s %s" % (error.errcode, error.errmsg)) from None
+        except (OSError, xmlrpc.client.ResponseError, http_client_errors()) as error:
+            raise HttpFailure("%s: %s" % (type(error).__name__, error)) from None
+
+
+def http_client_errors():
+    import http.client
+
+    return http.client.HTTPException
+
+
+class _TimeoutTransport(xmlrpc.client.Transport):
+    def __init__(self, timeout):
+        super().__init__()
+        self._timeout = timeout
+
+    def make_connection(self, host):
+        conn = super().make_connection(host)
+        conn.timeout = self._timeout
+        return conn
+
+
+class JsonRpc:
+    """``/jsonrpc`` (service ``object``, ``execute_kw``): JSON carries control characters, NaN,
+    huge integers and nested values that XML-RPC cannot."""
+
+    transport = "JSON-RPC"
+
+    def __init__(self, url, db, login, password, timeout=60):
+        self.url, self.db, self.login, self.password = url, db, login, password
+        self.timeout = timeout
+        self.uid = self._rpc("common", "authenticate", [db, login, password, {}])
+        if not self.uid:
+            raise RuntimeError("cannot log in as %s" % login)
+
+    def _rpc(self, service, method, args):
+        body = json.dumps({"jsonrpc": "2.0", "method": "call", "id": 1,
+                           "params": {"service": service, "method": method, "args": args}})
+        request = urllib.request.Request(self.url + "/jsonrpc", data=body.encode(),
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                payload = response.read()
+        except urllib.error.HTTPError as error:
+            raise HttpFailure("HTTP %s" % error.code) from None
+        except OSError as error:
+            raise HttpFailure("%s: %s" % (type(error).__name__, error)) from None
+        try:
+            answer = json.loads(payload)
+        except ValueError:
+            raise HttpFailure("unparsable JSON answer: %r" % payload[:300]) from None
+        if "error" in answer:
+            data = answer["error"].get("data") or {}
+            raise RpcError(self.transport, data.get("name"), data.get("message"), answer["error"])
+        return answer.get("result")
+
+    def call(self, model, method, *args, **kwargs):
+        return self._rpc("object", "execute_kw",
+                         [self.db, self.uid, self.password, model, method, list(args), kwargs])
+
+
+# ---------------------------------------------------------------------------------------------
+class OdooServer:
+    """``python -m odoo`` on one database, prefork or threaded, with its own log file."""
+
+    def __init__(self, odoo_src, pg, db, run_dir, workers=4):
+        self.odoo_src = odoo_src
+        self.pg = pg
+        self.db = db
+        self.run_dir = run_dir
+        self.workers = workers
+        self.port = free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.log_path = os.path.join(run_dir, "odoo-server.log")
+        self.init_log_path = os.path.join(run_dir, "odoo-init.log")
+        self.conf = os.path.join(run_dir, "odoo-faults.conf")
+        self.env = {}
+        self.proc = None
+
+    def write_conf(self):
+        with open(self.conf, "w") as handle:
+            handle.write(
+                "[options]\n"
+                "addons_path = %(repo)s\n"
+                "data_dir = %(data)s\n"
+                "db_host = %(host)s\ndb_port = %(port)s\ndb_user = %(user)s\n"
+                "db_password = %(password)s\n"
+                "db_name = %(db)s\ndbfilter = ^%(db)s$\nlist_db = False\n"
+                "http_interface = 127.0.0.1\nhttp_port = %(http)d\ngevent_port = %(gevent)d\n"
+                "without_demo = all\nmax_cron_threads = 0\n"
+                "limit_time_real = 120\nlimit_time_cpu = 60\n"
+                % dict(repo=REPO, data=os.path.join(self.run_dir, "odoo-data"),
+                       host=self.pg["host"], port=self.pg["port"], user=self.pg["user"],
+                       password=self.pg.get("password") or "False", db=self.db,
+                       http=self.port, gevent=free_port())
+            )
+
+    def _env(self):
+        env = dict(os.environ)
+        env.update(self.env)
+        # The broker must come from the system parameter the tests set, not from a stray env.
+        env.pop("COMPUTE_BRIDGE_BROKER_URL", None)
+        env["PYTHONPATH"] = self.odoo_src
+        return env
+
+    def drop_db(self):
+        import psycopg2
+
+        conn = psycopg2.connect(dbname="postgres", host=self.pg["host"], port=self.pg["port"],
+                                user=self.pg["user"], password=self.pg.get("password"))
+        conn.autocommit = True
+        with conn.cursor() as cr:
+            cr.execute('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % self.db)
+        conn.close()
+        shutil.rmtree(os.path.join(self.run_dir, "odoo-data", "filestore", self.db),
+                      ignore_errors=True)
+
+    def create_db(self, timeout=420):
+        self.write_conf()
+        self.drop_db()
+        with open(self.init_log_path, "wb") as log:
+            proc = subprocess.run(
+                [PY, "-m", "odoo", "-c", self.conf, "-d", self.db, "-i", "compute_bridge",
+                 "--stop-after-init", "--log-level=warn"],
+                cwd=REPO, env=self._env(), stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, timeout=timeout, check=False,
+            )
+        if proc.returncode != 0:
+            with open(self.init_log_path, errors="replace") as handle:
+                raise RuntimeError("installing compute_bridge failed:\n" + handle.read()[-4000:])
+
+    def start(self, timeout=90):
+        args = [PY, "-m", "odoo", "-c", self.conf, "-d", self.db, "--logfile", self.log_path,
+                "--log-level=info", "--log-handler=odoo.addons.compute_bridge:DEBUG",
+                "--workers=%d" % self.workers]
+        self.proc = subprocess.Popen(args, cwd=REPO, env=self._env(),
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        wait_until(lambda: self.proc.poll() is not None or self.version(), timeout,
+                   interval=0.5, what="Odoo answering on %s" % self.url)
+        if self.proc.poll() is not None:
+            raise RuntimeError("Odoo exited at start:\n" + self.log()[-4000:])
+
+    def version(self):
+        body = json.dumps({"jsonrpc": "2.0", "method": "call", "params": {}}).encode()
+        request = urllib.request.Request(self.url + "/web/webclient/version_info", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=3) as response:
+            return json.loads(response.read()).get("result")
+
+    def stop(self):
+        stop_process(self.proc, signal.SIGINT, grace=20)
+
+    def log(self):
+        with contextlib.suppress(FileNotFoundError), open(self.log_path, errors="replace") as h:
+            return h.read()
+        return ""
+
+    def xmlrpc(self, login="admin", password="admin", timeout=60):
+        return XmlRpc(self.url, self.db, login, password, timeout)
+
+    def jsonrpc(self, login="admin", password="admin", timeout=60):
+        return JsonRpc(self.url, self.db, login, password, timeout)
+
+
+# ---------------------------------------------------------------------------------------------
+def load_bridge_rpc():
+    """compute_bridge/rpc (pure Python, relative imports only) as the package ``cb_rpc``, without
+    importing the addon (which needs Odoo)."""
+    import importlib.util
+
+    if "cb_rpc" in sys.modules:
+        return sys.modules["cb_rpc"]
+    folder = os.path.join(REPO, "compute_bridge", "rpc")
+    spec = importlib.util.spec_from_file_location(
+        "cb_rpc", os.path.join(folder, "__init__.py"), submodule_search_locations=[folder])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["cb_rpc"] = module
+    spec.loader.exec_module(module)
+    return module

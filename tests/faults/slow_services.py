@@ -1,0 +1,30 @@
+"""The real services, with compute.method slowed down: a batch then lasts long enough for a test
+to SIGKILL one instance while it holds unacknowledged requests.
+
+    FAULTS_COMPUTE_DELAY=0.1 nameko run --broker <uri> slow_services   (PYTHONPATH=tests/faults)
+
+Only the delay differs: same service name, same queue, same checks and notifications.
+`nameko run` starts every service class it finds in this module, so the real class is reached
+through its module, never bound to a name here.
+"""
+
+import os
+
+import eventlet
+from nameko.rpc import rpc
+
+import services.compute
+import services.notify
+
+DELAY = float(os.environ.get("FAULTS_COMPUTE_DELAY", "0.1"))
+
+
+class ComputeService(services.compute.ComputeService):
+    @rpc(expected_exceptions=services.compute.InvalidOperand)
+    def method(self, value1, value2):
+        eventlet.sleep(DELAY)
+        return services.compute.ComputeService.method(self, value1, value2)
+
+
+class NotifyService(services.notify.NotifyService):
+    pass
