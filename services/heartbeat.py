@@ -72,6 +72,13 @@ class HeartbeatSettings(DependencyProvider):
     """Gives the heartbeat worker its settings, read from the container's config (nameko 2.x
     services have no config of their own) with the environment taking precedence."""
 
+    def setup(self):
+        config = self.container.config
+        if setting(config, URL_KEY) and not setting(config, SECRET_KEY):
+            # the monitor (Odoo's endpoint) refuses a beat without the secret: say so once
+            _logger.warning("%s is set but %s is not: the monitor will likely refuse the beats",
+                            URL_KEY, SECRET_KEY)
+
     def get_dependency(self, worker_ctx):
         config = self.container.config
         return MonitorSettings(

@@ -17,6 +17,7 @@ from services.heartbeat import (
     SECRET_HEADER,
     ConfiguredTimer,
     HeartbeatService,
+    HeartbeatSettings,
     MonitorSettings,
     heartbeat_interval,
     post_to_monitor,
@@ -130,6 +131,13 @@ def test_a_hanging_monitor_is_cut_off(caplog):
         assert post_to_monitor("http://monitor/hb", "s", {}) is False
         assert eventlet.hubs.get_hub().clock() - started < 1
     assert "did not answer within" in caplog.text
+
+
+def test_a_url_without_a_secret_is_warned_about_at_setup(mock_container, caplog):
+    mock_container.config = {"HEARTBEAT_URL": "http://monitor/hb"}
+    mock_container.shared_extensions = {}
+    HeartbeatSettings().bind(mock_container, "settings").setup()
+    assert "HEARTBEAT_SECRET is not" in caplog.text
 
 
 # -- the interval ------------------------------------------------------------------------------
