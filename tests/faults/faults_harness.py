@@ -468,3 +468,40 @@ def load_bridge_rpc():
     sys.modules["cb_rpc"] = module
     spec.loader.exec_module(module)
     return module
+
+
+# ---------------------------------------------------------------------------------------------
+OPERATION = "compute.operation"
+OPERATION_FIELDS = ["field_1", "field_2", "result", "state", "error_message"]
+
+
+def create_operations(client, pairs):
+    return client.call(OPERATION, "create", [{"field_1": a, "field_2": b} for a, b in pairs])
+
+
+def read_operations(client, ids):
+    rows = client.call(OPERATION, "read", list(ids), fields=OPERATION_FIELDS)
+    by_id = {row["id"]: row for row in rows}
+    return [by_id[i] for i in ids]
+
+
+def click(client, ids):
+    """The "Suma" button, as the web client calls it."""
+    return client.call(OPERATION, "action_suma", list(ids))
+
+
+def notification(action):
+    """(type, message) of a display_notification action."""
+    assert action["type"] == "ir.actions.client" and action["tag"] == "display_notification", \
+        action
+    return action["params"]["type"], action["params"]["message"]
+
+
+def readable(text, broker=None):
+    """What a person can read: not empty, no Python traceback, no broker password."""
+    assert isinstance(text, str) and text.strip(), repr(text)
+    assert "Traceback (most recent call last)" not in text, text
+    if broker is not None:
+        assert broker.password_token not in text, text
+        assert urllib.parse.quote(broker.password, safe="") not in text, text
+    return text
