@@ -8,8 +8,9 @@ A ``?db=<name>`` query parameter in HEARTBEAT_URL is checked against the databas
 so a beat meant for another database is refused (409) rather than written to the wrong one.
 
 Answers: 200 ``{"status": "ok"}``; 403 with an empty body when the secret is missing or wrong
-(nothing is said about why, nor is the body read); 413 when the body is larger than
-``health.MAX_BODY_BYTES``; 400 with a readable reason when the body is not a heartbeat.
+(nothing is said about why, nor is the body read); 411 without a Content-Length; 413 when the
+body is larger than ``health.MAX_BODY_BYTES``; 400 with a readable reason when the body is not
+a heartbeat.
 """
 
 import hmac
@@ -49,13 +50,16 @@ class HeartbeatController(http.Controller):
                 status=409,
             )
 
+        # Demanding Content-Length bounds the read: werkzeug reads exactly that many bytes, and a
+        # chunked body (no length) could otherwise run up to Odoo's 128 MB request limit.
         length = request.httprequest.content_length
-        if length is not None and length > health.MAX_BODY_BYTES:
+        if length is None:
+            return _json_response({"error": "Content-Length is required"}, status=411)
+        if length > health.MAX_BODY_BYTES:
             return _json_response(
                 {"error": "body is larger than %d bytes" % health.MAX_BODY_BYTES}, status=413
             )
-        # Read one byte past the limit: a body without Content-Length is bounded too.
-        raw = request.httprequest.stream.read(health.MAX_BODY_BYTES + 1)
+        raw = request.httprequest.get_data()
         try:
             beat = health.parse_heartbeat(raw)
         except health.HeartbeatError as error:

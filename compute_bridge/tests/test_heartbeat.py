@@ -107,6 +107,16 @@ class TestHeartbeatEndpoint(HttpCase):
         self.assertEqual(response.status_code, 413)
         self.assertFalse(self.instances())
 
+    def test_body_without_length_is_refused(self):
+        # a generator makes requests send the body chunked, without Content-Length
+        chunks = iter([json.dumps(BEAT).encode()])
+        response = self.opener.post(
+            self.base_url() + ROUTE, data=chunks, timeout=12,
+            headers={"Content-Type": "application/json", health.SECRET_HEADER: SECRET},
+        )
+        self.assertEqual(response.status_code, 411)
+        self.assertFalse(self.instances())
+
     def test_db_parameter_must_name_this_database(self):
         response = self.post(BEAT, query="?db=%s" % self.env.cr.dbname)
         self.assertEqual(response.status_code, 200, response.text)
