@@ -19,6 +19,7 @@ import time
 import warnings
 
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+warnings.filterwarnings("ignore", message="Mandatory delivery was requested")
 
 from nameko.rpc import ServiceProxy  # noqa: E402
 from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402

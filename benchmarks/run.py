@@ -157,8 +157,10 @@ class OdooServer:
                 "db_port = " + os.environ.get("PGPORT", "5439"),
                 "db_user = " + os.environ.get("PGUSER", "odoo"),
                 "db_password = " + (os.environ.get("PGPASSWORD") or "False"),
+                # db_name alone restricts the server to this database. Adding a dbfilter would
+                # make every session-less request (XML-RPC) list the databases on PostgreSQL
+                # (Request._get_session_and_dbname -> db_list(force=True)): +1 query per call.
                 "db_name = " + DB,
-                "dbfilter = ^%s$" % DB,
                 "list_db = False",
                 "http_interface = 127.0.0.1",
                 "http_port = %d" % ODOO_PORT,
@@ -307,11 +309,18 @@ def phase_inproc(report, amqp_uri, sizes, results):
     for _ in range(20):  # warm-up: imports, kombu's producer pool, the pool's first proxy
         for _name, operation in variants:
             operation()
+    admin = RabbitAdmin(os.environ.get("RABBIT_API_URI", "http://guest:guest@localhost:15672"))
+    queues_before = len(admin.queues(VHOST))
     samples = interleaved(variants, sizes["inproc_rounds"], sizes["inproc_per_round"])
+    time.sleep(1.0)
+    left = len(admin.queues(VHOST)) - queues_before
     med = {name: report.timing(name, values) for name, values in samples.items()}
     raw_med = med["raw persistent ClusterRpcProxy"]
     per_med = med["per-call ClusterRpcProxy (blog post)"]
     report.ratio("per-call / raw persistent", per_med / raw_med)
+    report.line("  reply queues left on the broker by these %d calls: %+d (per-call proxies: "
+                "nameko declares them with x-expires 5 min, not auto-delete)"
+                % (sum(len(v) for v in samples.values()), left))
     results["inproc_raw_ms"] = raw_med
     results["inproc_per_call_ms"] = per_med
     if rpc is not None:
@@ -353,7 +362,6 @@ def phase_click(report, client, sizes, results):
     report.line("  our click above the no-op read: %.2f ms; the blog post's: %.2f ms"
                 % (ours_med - noop_med, blog_med - noop_med))
     results["click_speedup"] = blog_med / ours_med
-    return op_id
 
 
 def phase_batch(report, client, raw, sizes, results):
@@ -386,7 +394,7 @@ def phase_batch(report, client, raw, sizes, results):
     return ids
 
 
-def phase_soak(report, client, odoo, admin, op_id, ids, sizes, results):
+def phase_soak(report, client, odoo, admin, ids, sizes, results):
     total = sizes["soak_calls"]
     clicks = int(total * sizes["soak_click_share"])
     batch_size = len(ids)
@@ -398,25 +406,34 @@ def phase_soak(report, client, odoo, admin, op_id, ids, sizes, results):
                   % (total, clicks, threads, batches, batch_size))
 
     def snapshot():
-        time.sleep(1.5)  # let auto-delete queues go and the management API catch up
-        return (children_rss_kib(odoo.proc.pid), len(admin.queues(VHOST)),
-                len(admin.connections(VHOST)))
+        time.sleep(1.5)  # let the management API catch up
+        queues = admin.queues(VHOST)
+        return {"rss": children_rss_kib(odoo.proc.pid),
+                "queues": {q["name"] for q in queues},
+                "idle_queues": sum(1 for q in queues if not q.get("consumers")),
+                "connections": len(admin.connections(VHOST))}
 
-    def click_worker(count):
+    # one record per thread: concurrent writes on one row would be serialization failures
+    thread_ops = client.execute("compute.operation", "create",
+                                [{"field_1": i, "field_2": i} for i in range(threads)])
+
+    def click_worker(record_id, count):
         own = client.fork()
         for _ in range(count):
-            own.execute("compute.operation", "action_suma", [op_id])
+            own.execute("compute.operation", "action_suma", [record_id])
 
     def run(share_clicks, share_batches):
         with concurrent.futures.ThreadPoolExecutor(threads) as pool:
             per_thread = [share_clicks // threads + (1 if i < share_clicks % threads else 0)
                           for i in range(threads)]
-            futures = [pool.submit(click_worker, count) for count in per_thread]
+            futures = [pool.submit(click_worker, record_id, count)
+                       for record_id, count in zip(thread_ops, per_thread, strict=True)]
             for _ in range(share_batches):
                 client.execute("compute.operation", "action_suma", ids)
             for future in futures:
                 future.result()
 
+    run(threads * 5, 1)  # warm-up: every thread's first request, the pool at full size
     before = snapshot()
     started = time.perf_counter()
     run(clicks // 2, batches // 2)
@@ -426,22 +443,34 @@ def phase_soak(report, client, odoo, admin, op_id, ids, sizes, results):
     after = snapshot()
     report.line("  %d calls in %.1f s (%.0f calls/s through Odoo)" % (total, elapsed,
                                                                         total / elapsed))
-    rss_delta = after[0] - before[0]
+    rss_delta = after["rss"] - before["rss"]
     report.line("  Odoo server RSS     before %8.1f MiB   half-way %8.1f MiB   after %8.1f MiB"
-                "   delta %+7.1f MiB" % (before[0] / 1024, middle[0] / 1024, after[0] / 1024,
-                                         rss_delta / 1024))
+                "   delta %+7.1f MiB" % (before["rss"] / 1024, middle["rss"] / 1024,
+                                         after["rss"] / 1024, rss_delta / 1024))
+    # Reply queues of closed nameko proxies are not deleted: they expire 5 min after their last
+    # use (x-expires). So count the queues that appeared during the calls and are still there.
+    new_queues = after["queues"] - before["queues"]
     report.line("  broker queues       before %8d       half-way %8d       after %8d"
-                "       delta %+5d" % (before[1], middle[1], after[1], after[1] - before[1]))
+                "       delta %+5d" % (len(before["queues"]), len(middle["queues"]),
+                                       len(after["queues"]),
+                                       len(after["queues"]) - len(before["queues"])))
+    report.line("    of which without consumer (orphaned reply queues, expire after 5 min): "
+                "before %d, after %d" % (before["idle_queues"], after["idle_queues"]))
+    report.line("    queues created during the %d calls and still there: %d%s"
+                % (total, len(new_queues),
+                   " (%s...)" % ", ".join(sorted(new_queues)[:3]) if new_queues else ""))
     report.line("  broker connections  before %8d       half-way %8d       after %8d"
-                "       delta %+5d" % (before[2], middle[2], after[2], after[2] - before[2]))
+                "       delta %+5d" % (before["connections"], middle["connections"],
+                                       after["connections"],
+                                       after["connections"] - before["connections"]))
     rss_ok = rss_delta <= RSS_TOLERANCE_KIB
-    queues_ok = after[1] <= before[1] and after[2] <= before[2]
+    queues_ok = not new_queues and after["connections"] <= before["connections"]
     report.line("  memory: %s (tolerance %d MiB)   queues/connections: %s"
                 % ("OK" if rss_ok else "GROWTH", RSS_TOLERANCE_KIB // 1024,
                    "OK" if queues_ok else "GROWTH"))
     results["soak_ok"] = rss_ok and queues_ok
-    results["soak_detail"] = "RSS %+.1f MiB, queues %+d, connections %+d" % (
-        rss_delta / 1024, after[1] - before[1], after[2] - before[2])
+    results["soak_detail"] = "RSS %+.1f MiB, %d new queues, connections %+d" % (
+        rss_delta / 1024, len(new_queues), after["connections"] - before["connections"])
 
 
 def run_load(amqp_uri, calls, clients, window):
@@ -573,9 +602,9 @@ def main():
                 odoo.prepare(fresh=args.fresh_db)
                 odoo.start()
                 client = OdooClient(odoo.url)
-                op_id = ids = None
-                if "2" in phases or "5" in phases:
-                    op_id = phase_click(report, client, sizes, results)
+                ids = None
+                if "2" in phases:
+                    phase_click(report, client, sizes, results)
                 if "3" in phases or "5" in phases:
                     if raw is None:
                         from nameko.standalone.rpc import ClusterRpcProxy
@@ -584,7 +613,7 @@ def main():
                         raw = raw_standalone.start()
                     ids = phase_batch(report, client, raw, sizes, results)
                 if "5" in phases:
-                    phase_soak(report, client, odoo, admin, op_id, ids, sizes, results)
+                    phase_soak(report, client, odoo, admin, ids, sizes, results)
                 odoo.stop()
                 odoo = None
         if raw_standalone is not None:
