@@ -136,6 +136,11 @@ class FaultBroker:
                 return None
             raise
 
+    def redelivered(self, name=COMPUTE_QUEUE):
+        """Messages RabbitMQ redelivered from this queue (management stats: a few s late)."""
+        queue = self.queue(name) or {}
+        return (queue.get("message_stats") or {}).get("redeliver", 0)
+
     def consumer_ports(self, name=COMPUTE_QUEUE, vhost="/"):
         """Client-side TCP ports of the consumers of queue ``name``. /api/consumers follows
         consumer events at once, where a queue's "consumers" count lags by a stats interval."""
@@ -165,6 +170,10 @@ class ServiceProcess:
             return {c.laddr.port for c in psutil.Process(self.proc.pid).connections("tcp")}
         except psutil.Error:
             return set()
+
+    def computed(self):
+        """How many requests this slow_services instance has started."""
+        return self.log().count("slow-compute ")
 
     def consuming(self, broker):
         return bool(self.local_ports() & set(broker.consumer_ports()))
@@ -235,13 +244,24 @@ class ServiceFleet:
         for service in self.running:
             self.stop(service)
 
+    def start_many(self, count, delay=None):
+        """Start ``count`` instances at once (a cold `nameko run` takes seconds) and wait."""
+        started = [self.start_slow(delay, wait=False) if delay is not None
+                   else self.start(wait=False) for _i in range(count)]
+        wait_until(lambda: all(s.consuming(self.broker) or not s.alive for s in started), 60,
+                   what="%d new instances consuming" % count)
+        dead = [s for s in started if not s.alive]
+        if dead:
+            raise RuntimeError("%s died at start:\n%s" % (dead[0].label, dead[0].log()[-3000:]))
+        return started
+
     def ensure(self, count=1):
         """Exactly ``count`` live instances, each consuming (after a broker restart they
         reconnect on their own; wait for that)."""
         while len(self.running) > count:
             self.stop(self.running[-1])
-        while len(self.running) < count:
-            self.start()
+        if len(self.running) < count:
+            self.start_many(count - len(self.running))
         wait_until(lambda: all(p.consuming(self.broker) for p in self.running), 60,
                    what="%d consumer(s) on %s" % (count, COMPUTE_QUEUE))
 

@@ -8,6 +8,7 @@ Only the delay differs: same service name, same queue, same checks and notificat
 through its module, never bound to a name here.
 """
 
+import logging
 import os
 
 import eventlet
@@ -17,11 +18,13 @@ import services.compute
 import services.notify
 
 DELAY = float(os.environ.get("FAULTS_COMPUTE_DELAY", "0.1"))
+_logger = logging.getLogger(__name__)
 
 
 class ComputeService(services.compute.ComputeService):
     @rpc(expected_exceptions=services.compute.InvalidOperand)
     def method(self, value1, value2):
+        _logger.info("slow-compute %r + %r", value1, value2)  # tests watch for this line
         eventlet.sleep(DELAY)
         return services.compute.ComputeService.method(self, value1, value2)
 
