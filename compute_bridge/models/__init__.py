@@ -1,0 +1,3 @@
+from . import compute_operation
+from . import compute_service_instance
+from . import res_config_settings

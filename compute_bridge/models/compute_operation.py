@@ -1,0 +1,175 @@
+"""An operation whose sum is computed by the Nameko ``compute`` service.
+
+The model stays thin: it reads the configuration with :func:`..rpc.read_config`, calls
+:mod:`..rpc.client`, and turns each outcome into a record state and a notification.
+"""
+
+import logging
+import math
+import os
+
+from odoo import _, api, fields, models
+from odoo.exceptions import UserError, ValidationError
+
+from ..rpc import BridgeError, CallOutcome, InvalidOperands, call, call_many, read_config
+
+_logger = logging.getLogger(__name__)
+
+COMPUTE_SERVICE = "compute"
+COMPUTE_METHOD = "method"
+MAX_SUMS_IN_NOTIFICATION = 10  # a notification listing 200 sums is unreadable
+
+
+def format_number(value):
+    """A sum as people write it: 199998, 0.3 (not 199998.0, 0.30000000000000004)."""
+    return "{:.15g}".format(value)
+
+
+class ComputeOperation(models.Model):
+    _name = "compute.operation"
+    _description = "Compute Operation"
+    _order = "id desc"
+
+    name = fields.Char(compute="_compute_name", store=True)
+    field_1 = fields.Float(string="First Value", required=True, default=0.0)
+    field_2 = fields.Float(string="Second Value", required=True, default=0.0)
+    result = fields.Float(readonly=True, copy=False)
+    state = fields.Selection(
+        [("draft", "Draft"), ("done", "Done"), ("failed", "Failed")],
+        default="draft",
+        required=True,
+        readonly=True,
+        copy=False,
+    )
+    error_message = fields.Text(
+        readonly=True, copy=False, help="Why the last computation failed."
+    )
+    duration = fields.Float(
+        string="Duration (ms)", readonly=True, copy=False, digits=(16, 1),
+        help="Time from sending the request to receiving the reply.",
+    )
+    computed_by = fields.Many2one("res.users", readonly=True, copy=False)
+    computed_on = fields.Datetime(readonly=True, copy=False)
+
+    @api.depends("field_1", "field_2")
+    def _compute_name(self):
+        for operation in self:
+            operation.name = "%s + %s" % (
+                format_number(operation.field_1),
+                format_number(operation.field_2),
+            )
+
+    @api.model_create_multi
+    def create(self, vals_list):
+        for vals in vals_list:
+            self._check_finite_operands(vals)
+        return super().create(vals_list)
+
+    def write(self, vals):
+        self._check_finite_operands(vals)
+        return super().write(vals)
+
+    def action_suma(self):
+        """Compute the sum of every operation in ``self`` with the compute service.
+
+        Failures are written on the records (``state = failed``) and reported in a danger
+        notification instead of being raised: raising would roll back the failed state, and
+        the user would see nothing but an error dialog. Pressing again retries.
+        """
+        if not self:
+            return self._notification(_("Nothing to compute."), "warning")
+        config = self._compute_bridge_config()
+        try:
+            outcomes = call_many(
+                config,
+                COMPUTE_SERVICE,
+                COMPUTE_METHOD,
+                [(operation.field_1, operation.field_2) for operation in self],
+            )
+        except BridgeError as error:  # the whole batch failed: broker or service unavailable
+            outcomes = [CallOutcome(None, error, 0.0)] * len(self)
+        for operation, outcome in zip(self, outcomes):
+            operation._write_outcome(outcome)
+        return self._outcomes_notification(outcomes)
+
+    @api.model
+    def compute_sum(self, a, b):
+        """Return ``a + b`` as computed by the compute service; nothing is stored.
+
+        Refused operands (non-numbers, NaN, infinities, overflow) raise a ``ValidationError``;
+        an unreachable broker or service a ``UserError``. Computing is for those who may create
+        operations: the check is explicit because a model method has no record to guard it.
+        """
+        self.check_access("create")
+        try:
+            return float(call(self._compute_bridge_config(), COMPUTE_SERVICE, COMPUTE_METHOD, a, b))
+        except InvalidOperands as error:
+            raise ValidationError(str(error)) from error
+        except BridgeError as error:
+            raise UserError(str(error)) from error
+
+    @api.model
+    def _compute_bridge_config(self):
+        return read_config(self.env["ir.config_parameter"].sudo().get_param, os.environ)
+
+    @api.model
+    def _check_finite_operands(self, vals):
+        for field_name in ("field_1", "field_2"):
+            value = vals.get(field_name)
+            if isinstance(value, (int, float)) and not math.isfinite(value):
+                raise ValidationError(
+                    _("%(field)s must be a finite number, not %(value)s.",
+                      field=self._fields[field_name].string, value=value)
+                )
+
+    def _write_outcome(self, outcome):
+        self.ensure_one()
+        vals = {
+            "duration": outcome.duration_ms,
+            "computed_by": self.env.uid,
+            "computed_on": fields.Datetime.now(),
+        }
+        if outcome.error is None:
+            vals.update(result=outcome.value, state="done", error_message=False)
+        else:
+            _logger.info("compute.operation %s failed: %s", self.id, outcome.error)
+            vals.update(state="failed", error_message=str(outcome.error))
+        self.write(vals)
+
+    @api.model
+    def _outcomes_notification(self, outcomes):
+        failures = [outcome for outcome in outcomes if outcome.error is not None]
+        sums = [format_number(outcome.value) for outcome in outcomes if outcome.error is None]
+        if not failures:
+            shown = ", ".join(sums[:MAX_SUMS_IN_NOTIFICATION])
+            if len(sums) > MAX_SUMS_IN_NOTIFICATION:
+                shown += ", …"
+            if len(sums) == 1:
+                return self._notification(_("Operation completed %s", shown), "success")
+            return self._notification(
+                _("%(count)s operations completed %(sums)s", count=len(sums), sums=shown),
+                "success",
+            )
+        first_error = str(failures[0].error)
+        if len(outcomes) == 1:
+            return self._notification(_("Operation failed: %s", first_error), "danger")
+        return self._notification(
+            _("%(failed)s of %(count)s operations failed: %(error)s",
+              failed=len(failures), count=len(outcomes), error=first_error),
+            "danger" if len(failures) == len(outcomes) else "warning",
+        )
+
+    @api.model
+    def _notification(self, message, kind):
+        # `next` reloads the view so the form and list show the new state at once.
+        return {
+            "type": "ir.actions.client",
+            "tag": "display_notification",
+            "params": {
+                "title": _("Compute Bridge"),
+                "message": message,
+                "type": kind,
+                "sticky": kind != "success",
+                "next": {"type": "ir.actions.client", "tag": "soft_reload"},
+            },
+        }

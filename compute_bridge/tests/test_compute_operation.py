@@ -1,0 +1,130 @@
+"""compute.operation against the real broker and the real compute service."""
+
+import math
+import os
+import time
+import xmlrpc.client
+from unittest.mock import patch
+
+from odoo.exceptions import UserError, ValidationError
+
+from ..rpc import BROKER_URL_ENV_VAR
+from .common import BROKER_URL, CLOSED_PORT_URL, SECRET, TEST_RPC_TIMEOUT, ComputeBridgeCase
+
+
+class TestComputeOperation(ComputeBridgeCase):
+    def assertNotification(self, action, kind, text):
+        """``action`` is a display_notification of ``kind`` whose message contains ``text``,
+        made of plain XML-RPC types, that reloads the view after showing."""
+        self.assertEqual(action["tag"], "display_notification")
+        self.assertEqual(action["params"]["type"], kind)
+        self.assertIn(text, action["params"]["message"])
+        self.assertEqual(action["params"]["next"]["tag"], "soft_reload")
+        xmlrpc.client.dumps((action,), allow_none=False)
+
+    def test_module_installed(self):
+        module = self.env["ir.module.module"].search([("name", "=", "compute_bridge")])
+        self.assertEqual(module.state, "installed")
+        self.assertTrue(self.env.ref("compute_bridge.compute_operation_action"))
+
+    def test_suma_with_the_real_service(self):
+        operation = self.new_operation(99999, 99999)
+        action = operation.with_user(self.user).action_suma()
+        self.assertNotification(action, "success", "Operation completed 199998")
+        self.assertRecordValues(operation, [{
+            "result": 199998.0, "state": "done", "error_message": False,
+            "computed_by": self.user.id, "name": "99999 + 99999",
+        }])
+        self.assertTrue(operation.computed_on)
+        self.assertGreater(operation.duration, 0)
+
+    def test_suma_many_records_at_once(self):
+        operations = self.Operation.browse()
+        for value in range(1, 6):
+            operations |= self.new_operation(value, value * 10)
+        action = operations.action_suma()
+        self.assertNotification(action, "success", "5 operations completed")
+        self.assertEqual(operations.mapped("state"), ["done"] * 5)
+        self.assertEqual(
+            sorted(operations.mapped("result")), [11.0, 22.0, 33.0, 44.0, 55.0])
+
+    def test_server_action_compute_sums(self):
+        operations = self.new_operation(1, 2) | self.new_operation(3, 4)
+        server_action = self.env.ref("compute_bridge.compute_operation_action_compute_sums")
+        self.assertEqual(server_action.binding_model_id.model, "compute.operation")
+        action = server_action.with_user(self.user).with_context(
+            active_model="compute.operation", active_ids=operations.ids,
+        ).run()
+        self.assertNotification(action, "success", "2 operations completed")
+        self.assertEqual(operations.mapped("result"), [3.0, 7.0])
+
+    def test_non_finite_operands_refused(self):
+        for value in (math.nan, math.inf, -math.inf):
+            with self.subTest(value=value), self.assertRaises(ValidationError):
+                self.new_operation(value, 1)
+        operation = self.new_operation(1, 1)
+        with self.assertRaises(ValidationError):
+            operation.write({"field_2": math.nan})
+
+    def test_broker_unreachable_keeps_input_and_fails_fast(self):
+        self.set_broker(self.env, CLOSED_PORT_URL)
+        operation = self.new_operation(2, 3)
+        started = time.monotonic()
+        action = operation.action_suma()
+        self.assertLess(time.monotonic() - started, TEST_RPC_TIMEOUT + 1)
+        self.assertNotification(action, "danger", "Cannot reach the message broker")
+        self.assertRecordValues(operation, [{"field_1": 2, "field_2": 3, "state": "failed"}])
+        self.assertIn("guest:***@127.0.0.1:1", operation.error_message)
+        self.assertNotIn(SECRET, operation.error_message)
+        self.assertNotIn(SECRET, action["params"]["message"])
+
+    def test_retry_succeeds_after_failure(self):
+        self.set_broker(self.env, CLOSED_PORT_URL)
+        operation = self.new_operation(20, 22)
+        operation.action_suma()
+        self.assertEqual(operation.state, "failed")
+        self.set_broker(self.env, BROKER_URL)
+        operation.action_suma()
+        self.assertRecordValues(operation, [
+            {"state": "done", "result": 42.0, "error_message": False}])
+
+    def test_remote_invalid_operand_on_a_record(self):
+        # Both finite, but their sum overflows: the service refuses with InvalidOperand.
+        operation = self.new_operation(1e308, 1e308)
+        action = operation.action_suma()
+        self.assertNotification(action, "danger", "refused the operands")
+        self.assertEqual(operation.state, "failed")
+
+    def test_one_bad_record_does_not_fail_the_others(self):
+        good, bad = self.new_operation(1, 1), self.new_operation(1e308, 1e308)
+        action = (good | bad).action_suma()
+        self.assertNotification(action, "warning", "1 of 2 operations failed")
+        self.assertEqual((good.state, bad.state), ("done", "failed"))
+
+    def test_compute_sum(self):
+        self.assertEqual(self.Operation.with_user(self.user).compute_sum(1.5, 2), 3.5)
+        self.assertEqual(self.Operation.compute_sum(99999, 99999), 199998.0)
+
+    def test_compute_sum_invalid_operand(self):
+        with self.assertRaisesRegex(ValidationError, "refused the operands"):
+            self.Operation.compute_sum("abc", 1)
+
+    def test_compute_sum_broker_unreachable(self):
+        self.set_broker(self.env, CLOSED_PORT_URL)
+        with self.assertRaises(UserError) as caught:
+            self.Operation.compute_sum(1, 2)
+        self.assertNotIsInstance(caught.exception, ValidationError)
+        self.assertNotIn(SECRET, str(caught.exception))
+
+    def test_environment_overrides_the_parameter(self):
+        with patch.dict(os.environ, {BROKER_URL_ENV_VAR: CLOSED_PORT_URL}):
+            operation = self.new_operation(1, 2)
+            operation.action_suma()
+            self.assertEqual(operation.state, "failed")
+            self.assertIn("127.0.0.1:1", operation.error_message)
+        operation.action_suma()
+        self.assertEqual(operation.state, "done")
+
+    def test_action_suma_on_nothing(self):
+        action = self.Operation.action_suma()
+        self.assertEqual(action["params"]["type"], "warning")

@@ -1,0 +1,58 @@
+import base64
+import os
+from unittest.mock import patch
+
+from odoo.tests import HttpCase, tagged
+from odoo.tests.common import ChromeBrowser
+
+from .common import BROKER_URL, ComputeBridgeCase
+
+# When set (tools/screenshot.sh sets it), the tour's browser saves the finished form there as
+# screenshot_form.png: the README's and the apps page's screenshot come from this very test.
+SCREENSHOT_DIR_ENV = "COMPUTE_BRIDGE_SCREENSHOT_DIR"
+SCREENSHOT_NAME = "screenshot_form.png"
+TOUR_URL = "/odoo/action-compute_bridge.compute_operation_action"
+TOUR_TIMEOUT = 120  # seconds: asset bundles are built on the first visit, on 2 shared cores
+
+
+@tagged("post_install", "-at_install")
+class TestTour(HttpCase):
+    """Headless Chromium adds 99999 and 99999 through the running Nameko services."""
+
+    def setUp(self):
+        super().setUp()
+        # the browser's requests share this test's transaction: they see this broker URL
+        ComputeBridgeCase.set_broker(self.env, BROKER_URL)
+
+    def test_suma_in_the_browser(self):
+        shots = []
+        screenshot_dir = os.environ.get(SCREENSHOT_DIR_ENV)
+        if screenshot_dir:
+            with patch.object(ChromeBrowser, "stop", _screenshot_before(ChromeBrowser.stop, shots)):
+                self.start_tour(TOUR_URL, "compute_bridge_tour", login="admin",
+                                timeout=TOUR_TIMEOUT)
+        else:
+            self.start_tour(TOUR_URL, "compute_bridge_tour", login="admin", timeout=TOUR_TIMEOUT)
+
+        operation = self.env["compute.operation"].search(
+            [("field_1", "=", 99999), ("field_2", "=", 99999)], order="id desc", limit=1
+        )
+        self.assertRecordValues(operation, [{"state": "done", "result": 199998.0}])
+
+        if screenshot_dir:
+            self.assertTrue(shots, "the browser took no screenshot")
+            with open(os.path.join(screenshot_dir, SCREENSHOT_NAME), "wb") as png:
+                png.write(shots[-1])
+
+
+def _screenshot_before(stop, shots):
+    """ChromeBrowser.stop, preceded by a capture of the page as the tour left it."""
+
+    def stop_after_screenshot(browser):
+        if hasattr(browser, "ws"):
+            reply = browser._websocket_request("Page.captureScreenshot", params={"format": "png"})
+            if reply and reply.get("data"):
+                shots.append(base64.b64decode(reply["data"]))
+        return stop(browser)
+
+    return stop_after_screenshot
