@@ -187,14 +187,18 @@ def children_rss_kib(pid):
     return total
 
 
-def stop_process(proc, timeout=10.0):
-    """SIGINT (nameko and Odoo shut down cleanly on it), then SIGKILL; process group included."""
+def stop_process(proc, timeout=15.0):
+    """SIGTERM, then SIGKILL; process group included.
+
+    SIGTERM, not SIGINT: both `nameko run` and Odoo shut down cleanly on it, whereas a process
+    started in the background by a non-interactive shell inherits SIGINT as *ignored*.
+    """
     if proc is None or proc.poll() is not None:
         return
     try:
-        os.killpg(proc.pid, signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGTERM)
     except OSError:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
@@ -207,3 +211,44 @@ def stop_process(proc, timeout=10.0):
 
 def log(message, *args):
     print("[bench] " + (message % args if args else message), file=sys.stderr, flush=True)
+
+
+def tcp_connections_to(pid, port):
+    """How many established TCP connections process `pid` holds to remote `port` (from /proc:
+    the socket inodes of its file descriptors, matched against /proc/net/tcp and tcp6)."""
+    inodes = set()
+    fd_dir = "/proc/%d/fd" % pid
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(os.path.join(fd_dir, fd))
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/%d/net/tcp" % pid, "/proc/%d/net/tcp6" % pid):
+        try:
+            with open(table) as handle:
+                next(handle)
+                for line in handle:
+                    fields = line.split()
+                    remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+                    if fields[3] == "01" and remote_port == port and fields[9] in inodes:
+                        count += 1
+        except OSError:
+            continue
+    return count
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of `pid` so far, in seconds (from /proc/<pid>/stat)."""
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # after the command name: state is fields[0]; utime and stime are stat fields 14 and 15
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS

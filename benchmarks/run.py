@@ -26,9 +26,11 @@ import concurrent.futures
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import warnings
 import xmlrpc.client
 
@@ -42,6 +44,7 @@ from benchmarks.common import (  # noqa: E402
     interleaved,
     log,
     stop_process,
+    tcp_connections_to,
     vhost_uri,
 )
 
@@ -97,6 +100,9 @@ class Services:
         return [os.path.join(VENV_BIN, "nameko"), "run", "--broker", self.amqp_uri, "services"]
 
     def start(self, count):
+        if not self.procs and self.admin.consumers(VHOST, "rpc-compute"):
+            raise SystemExit("something else already consumes rpc-compute in vhost %r: stop it "
+                             "(or set BENCH_VHOST) so that it does not take our calls" % VHOST)
         while len(self.procs) < count:
             index = len(self.procs)
             env = dict(os.environ, AMQP_URI=self.amqp_uri,
@@ -405,13 +411,15 @@ def phase_soak(report, client, odoo, admin, ids, sizes, results):
                   "(%d single clicks from %d threads + %d x action_suma on %d records)"
                   % (total, clicks, threads, batches, batch_size))
 
+    amqp_port = urllib.parse.urlsplit(odoo.amqp_uri).port or 5672
+
     def snapshot():
         time.sleep(1.5)  # let the management API catch up
         queues = admin.queues(VHOST)
         return {"rss": children_rss_kib(odoo.proc.pid),
                 "queues": {q["name"] for q in queues},
                 "idle_queues": sum(1 for q in queues if not q.get("consumers")),
-                "connections": len(admin.connections(VHOST))}
+                "connections": tcp_connections_to(odoo.proc.pid, amqp_port)}
 
     # one record per thread: concurrent writes on one row would be serialization failures
     thread_ops = client.execute("compute.operation", "create",
@@ -459,13 +467,13 @@ def phase_soak(report, client, odoo, admin, ids, sizes, results):
     report.line("    queues created during the %d calls and still there: %d%s"
                 % (total, len(new_queues),
                    " (%s...)" % ", ".join(sorted(new_queues)[:3]) if new_queues else ""))
-    report.line("  broker connections  before %8d       half-way %8d       after %8d"
+    report.line("  Odoo's AMQP conns   before %8d       half-way %8d       after %8d"
                 "       delta %+5d" % (before["connections"], middle["connections"],
                                        after["connections"],
                                        after["connections"] - before["connections"]))
     rss_ok = rss_delta <= RSS_TOLERANCE_KIB
     queues_ok = not new_queues and after["connections"] <= before["connections"]
-    report.line("  memory: %s (tolerance %d MiB)   queues/connections: %s"
+    report.line("  memory: %s (tolerance %d MiB)   queues and connections: %s"
                 % ("OK" if rss_ok else "GROWTH", RSS_TOLERANCE_KIB // 1024,
                    "OK" if queues_ok else "GROWTH"))
     results["soak_ok"] = rss_ok and queues_ok
@@ -554,7 +562,13 @@ def print_targets(report, results):
 
 # ---------------------------------------------------------------------------------------------
 
+def _terminated(signum, _frame):
+    raise SystemExit(128 + signum)  # unwind through the finally blocks that stop what we started
+
+
 def main():
+    signal.signal(signal.SIGTERM, _terminated)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = argparse.ArgumentParser(description="compute_bridge benchmarks")
     parser.add_argument("--quick", action="store_true", help="small sizes, to try the harness")
     parser.add_argument("--phases", default="1,2,3,5,4",

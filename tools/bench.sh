@@ -18,17 +18,8 @@ RUN_DIR=${COMPUTE_BRIDGE_RUN_DIR:-$REPO/.run}
 export COMPUTE_BRIDGE_RUN_DIR=$RUN_DIR
 mkdir -p "$RUN_DIR/bench"
 
-BENCH_PID=""
-cleanup() {
-    if [ -n "$BENCH_PID" ] && kill -0 "$BENCH_PID" 2>/dev/null; then
-        kill -INT "$BENCH_PID" 2>/dev/null   # run.py stops its services and Odoo on the way out
-        for _ in $(seq 100); do kill -0 "$BENCH_PID" 2>/dev/null || break; sleep 0.2; done
-        kill -9 "$BENCH_PID" 2>/dev/null
-    fi
-    python3 tools/stack.py down
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# run.py stops the services and the Odoo server it started, on Ctrl-C and on SIGTERM too.
+trap 'python3 tools/stack.py down' EXIT
 
 ODOO_SRC=$(python3 tools/stack.py odoo-src)
 parts=(broker)
@@ -39,9 +30,4 @@ source "$RUN_DIR/stack.env"
 export AMQP_URI RABBIT_API_URI ODOO_SRC
 export PGHOST=${PGHOST:-} PGPORT=${PGPORT:-} PGUSER=${PGUSER:-} PGPASSWORD=${PGPASSWORD:-}
 
-"$PY" benchmarks/run.py "$@" &
-BENCH_PID=$!
-wait "$BENCH_PID"
-rc=$?
-BENCH_PID=""
-exit $rc
+"$PY" benchmarks/run.py "$@"
