@@ -8,7 +8,7 @@ import logging
 import math
 import os
 
-from odoo import _, api, fields, models
+from odoo import api, fields, models
 from odoo.exceptions import UserError, ValidationError
 
 from ..rpc import BridgeError, CallOutcome, InvalidOperands, call, call_many, read_config
@@ -22,7 +22,7 @@ MAX_SUMS_IN_NOTIFICATION = 10  # a notification listing 200 sums is unreadable
 
 def format_number(value):
     """A sum as people write it: 199998, 0.3 (not 199998.0, 0.30000000000000004)."""
-    return "{:.15g}".format(value)
+    return f"{value:.15g}"
 
 
 class ComputeOperation(models.Model):
@@ -77,7 +77,7 @@ class ComputeOperation(models.Model):
         the user would see nothing but an error dialog. Pressing again retries.
         """
         if not self:
-            return self._notification(_("Nothing to compute."), "warning")
+            return self._notification(self.env._("Nothing to compute."), "warning")
         config = self._compute_bridge_config()
         try:
             outcomes = call_many(
@@ -88,7 +88,7 @@ class ComputeOperation(models.Model):
             )
         except BridgeError as error:  # the whole batch failed: broker or service unavailable
             outcomes = [CallOutcome(None, error, 0.0)] * len(self)
-        for operation, outcome in zip(self, outcomes):
+        for operation, outcome in zip(self, outcomes, strict=True):
             operation._write_outcome(outcome)
         return self._outcomes_notification(outcomes)
 
@@ -118,7 +118,7 @@ class ComputeOperation(models.Model):
             value = vals.get(field_name)
             if isinstance(value, (int, float)) and not math.isfinite(value):
                 raise ValidationError(
-                    _("%(field)s must be a finite number, not %(value)s.",
+                    self.env._("%(field)s must be a finite number, not %(value)s.",
                       field=self._fields[field_name].string, value=value)
                 )
 
@@ -132,7 +132,7 @@ class ComputeOperation(models.Model):
         if outcome.error is None:
             vals.update(result=outcome.value, state="done", error_message=False)
         else:
-            _logger.info("compute.operation %s failed: %s", self.id, outcome.error)
+            _logger.info("compute.operation(%s): computation failed: %s", self.id, outcome.error)
             vals.update(state="failed", error_message=str(outcome.error))
         self.write(vals)
 
@@ -145,16 +145,16 @@ class ComputeOperation(models.Model):
             if len(sums) > MAX_SUMS_IN_NOTIFICATION:
                 shown += ", …"
             if len(sums) == 1:
-                return self._notification(_("Operation completed %s", shown), "success")
+                return self._notification(self.env._("Operation completed %s", shown), "success")
             return self._notification(
-                _("%(count)s operations completed %(sums)s", count=len(sums), sums=shown),
+                self.env._("%(count)s operations completed %(sums)s", count=len(sums), sums=shown),
                 "success",
             )
         first_error = str(failures[0].error)
         if len(outcomes) == 1:
-            return self._notification(_("Operation failed: %s", first_error), "danger")
+            return self._notification(self.env._("Operation failed: %s", first_error), "danger")
         return self._notification(
-            _("%(failed)s of %(count)s operations failed: %(error)s",
+            self.env._("%(failed)s of %(count)s operations failed: %(error)s",
               failed=len(failures), count=len(outcomes), error=first_error),
             "danger" if len(failures) == len(outcomes) else "warning",
         )
@@ -166,7 +166,7 @@ class ComputeOperation(models.Model):
             "type": "ir.actions.client",
             "tag": "display_notification",
             "params": {
-                "title": _("Compute Bridge"),
+                "title": self.env._("Compute Bridge"),
                 "message": message,
                 "type": kind,
                 "sticky": kind != "success",

@@ -20,7 +20,6 @@ import atexit
 import collections
 import logging
 import os
-import socket
 import sys
 import threading
 import time
@@ -248,7 +247,7 @@ class _RpcConnection:
         support = _nameko_support()
         try:
             self._consumer.connection.drain_events(timeout=LIVENESS_PROBE_SECONDS)
-        except socket.timeout:
+        except TimeoutError:  # socket.timeout
             return True
         except support.connection_errors:
             return False
@@ -303,7 +302,7 @@ def _build_support():
                     max_retries=CONNECT_RETRIES, interval_start=0, interval_step=0,
                     interval_max=0, timeout=self.timeout,
                 )
-            super()._setup_consumer()
+            return super()._setup_consumer()
 
     class BoundedReplyListener(SingleThreadedReplyListener):
         def __init__(self, timeout=None):

@@ -7,6 +7,7 @@ import xmlrpc.client
 from unittest.mock import patch
 
 from odoo.exceptions import UserError, ValidationError
+from odoo.tests import tagged
 
 from ..rpc import BROKER_URL_ENV_VAR
 from .common import BROKER_URL, CLOSED_PORT_URL, SECRET, TEST_RPC_TIMEOUT, ComputeBridgeCase
@@ -21,11 +22,6 @@ class TestComputeOperation(ComputeBridgeCase):
         self.assertIn(text, action["params"]["message"])
         self.assertEqual(action["params"]["next"]["tag"], "soft_reload")
         xmlrpc.client.dumps((action,), allow_none=False)
-
-    def test_module_installed(self):
-        module = self.env["ir.module.module"].search([("name", "=", "compute_bridge")])
-        self.assertEqual(module.state, "installed")
-        self.assertTrue(self.env.ref("compute_bridge.compute_operation_action"))
 
     def test_suma_with_the_real_service(self):
         operation = self.new_operation(99999, 99999)
@@ -128,3 +124,14 @@ class TestComputeOperation(ComputeBridgeCase):
     def test_action_suma_on_nothing(self):
         action = self.Operation.action_suma()
         self.assertEqual(action["params"]["type"], "warning")
+
+
+@tagged("post_install", "-at_install")
+class TestInstalled(ComputeBridgeCase):
+    """After installation (Odoo's runner: post_install; pytest-odoo: an installed database)."""
+
+    def test_module_installed(self):
+        module = self.env["ir.module.module"].search([("name", "=", "compute_bridge")])
+        self.assertEqual(module.state, "installed")
+        self.assertTrue(self.env.ref("compute_bridge.compute_operation_action"))
+        self.assertTrue(self.env.ref("compute_bridge.compute_operation_menu").action)
