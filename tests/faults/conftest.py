@@ -19,6 +19,7 @@ Session fixtures, each started once, with bounded waits, and always stopped:
 
 import os
 import sys
+import threading
 import time
 
 import faults_harness as harness
@@ -65,7 +66,7 @@ def run_dir():
     path = harness.RUN_DIR
     os.makedirs(path, exist_ok=True)
     for name in os.listdir(path):
-        if name.endswith(".log"):
+        if name.startswith("services-") and name.endswith(".log"):
             os.unlink(os.path.join(path, name))
     return path
 
@@ -110,8 +111,17 @@ def one_service(broker_up, fleet):
 
 
 # ---------------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def pg():
+def find_odoo_src():
+    """(source folder, None) or (None, why the Odoo tests cannot run)."""
+    src = os.environ.get("ODOO_SRC") or harness.stack.find_odoo_src(download=False)
+    if not src:
+        return None, "no Odoo 18.0 source ($ODOO_SRC or ~/.cache/compute_bridge/odoo-18.0)"
+    if not os.path.exists(os.path.join(harness.REPO, "compute_bridge", "__manifest__.py")):
+        return None, "compute_bridge/__manifest__.py does not exist yet"
+    return src, None
+
+
+def pg_settings():
     return {
         "host": os.environ.get("PGHOST", "127.0.0.1"),
         "port": os.environ.get("PGPORT", "5439"),
@@ -120,28 +130,66 @@ def pg():
     }
 
 
+class OdooStartup:
+    """Creating the database (~30-60 s) and starting Odoo need neither the broker nor the
+    services: they run in a thread from collection on, while the broker node starts."""
+
+    def __init__(self, src):
+        os.makedirs(harness.RUN_DIR, exist_ok=True)
+        self.server = harness.OdooServer(src, pg_settings(), DB, harness.RUN_DIR,
+                                         workers=int(os.environ.get("FAULTS_ODOO_WORKERS", 4)))
+        self.server.heartbeat_secret = "hb-" + harness.secrets.token_hex(12)
+        self.server.env["COMPUTE_BRIDGE_HEARTBEAT_SECRET"] = self.server.heartbeat_secret
+        self.error = None
+        self.thread = threading.Thread(target=self._run, name="odoo-startup", daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            started = time.monotonic()
+            self.server.create_db()
+            self.server.created_in = time.monotonic() - started
+            self.server.start()
+        except BaseException as error:  # noqa: BLE001 - re-raised by result()
+            self.error = error
+
+    def result(self, timeout=600):
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise TimeoutError("Odoo did not start within %ss" % timeout)
+        if self.error is not None:
+            raise self.error
+        return self.server
+
+
+_startup = {}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session, config, items):
+    if any("odoo" in getattr(item, "fixturenames", ()) for item in items):
+        src, _why = find_odoo_src()
+        if src:
+            _startup["odoo"] = OdooStartup(src)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    startup = _startup.pop("odoo", None)
+    if startup is not None:
+        startup.thread.join(600)
+        startup.server.stop()
+
+
 @pytest.fixture(scope="session")
-def odoo_src():
-    src = os.environ.get("ODOO_SRC") or harness.stack.find_odoo_src(download=False)
+def odoo(broker, fleet):
+    src, why = find_odoo_src()
     if not src:
-        pytest.skip("no Odoo 18.0 source ($ODOO_SRC or ~/.cache/compute_bridge/odoo-18.0)")
-    if not os.path.exists(os.path.join(harness.REPO, "compute_bridge", "__manifest__.py")):
-        pytest.skip("compute_bridge/__manifest__.py does not exist yet")
-    return src
-
-
-@pytest.fixture(scope="session")
-def odoo(odoo_src, pg, broker, fleet, run_dir):
-    server = harness.OdooServer(odoo_src, pg, DB, run_dir,
-                                workers=int(os.environ.get("FAULTS_ODOO_WORKERS", 4)))
-    server.heartbeat_secret = "hb-" + harness.secrets.token_hex(12)
-    server.env["COMPUTE_BRIDGE_HEARTBEAT_SECRET"] = server.heartbeat_secret
-    started = time.monotonic()
-    server.create_db()
+        pytest.skip(why)
+    startup = _startup.get("odoo") or _startup.setdefault("odoo", OdooStartup(src))
+    server = startup.result()
     sys.stderr.write("[faults] %s created with compute_bridge in %.1fs\n"
-                     % (DB, time.monotonic() - started))
+                     % (DB, server.created_in))
     try:
-        server.start()
         admin = server.xmlrpc()
         set_bridge_params(admin, broker.uri(), RPC_TIMEOUT)
         server.users = create_users(admin)

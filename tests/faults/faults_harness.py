@@ -100,6 +100,13 @@ class FaultBroker:
         wait_until(lambda: not stack.port_open(self.node.host, self.node.amqp_port), 30,
                    what="broker port closed")
 
+    def crash(self):
+        """SIGKILL the node's Erlang VM: connections drop without a close frame."""
+        with open(os.path.join(self.node.base, "pid")) as handle:
+            os.kill(int(handle.read().strip()), signal.SIGKILL)
+        wait_until(lambda: not stack.port_open(self.node.host, self.node.amqp_port), 30,
+                   what="broker port closed")
+
     def restart_node(self):
         """Stop the node's Erlang VM and start it again: every connection dies, queues survive
         (durable, on disk)."""
@@ -107,7 +114,14 @@ class FaultBroker:
         self.node.start()
 
     def shutdown(self):
-        self.node.stop(kill_epmd=True)
+        """End of session: a throwaway node, wiped at the next start, needs no graceful stop."""
+        with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError,
+                                 TimeoutError):
+            self.crash()
+        if self.node.running():
+            self.node.stop(kill_epmd=False)
+        subprocess.run(["epmd", "-port", str(self.node.epmd_port), "-kill"], env=self.node.env(),
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
     # -- addresses
     def uri(self, vhost="/"):
@@ -440,6 +454,8 @@ class OdooServer:
                 raise RuntimeError("installing compute_bridge failed:\n" + handle.read()[-4000:])
 
     def start(self, timeout=90):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.log_path)
         args = [PY, "-m", "odoo", "-c", self.conf, "-d", self.db, "--logfile", self.log_path,
                 "--log-level=info", "--log-handler=odoo.addons.compute_bridge:DEBUG",
                 "--workers=%d" % self.workers]
@@ -459,7 +475,7 @@ class OdooServer:
             return json.loads(response.read()).get("result")
 
     def stop(self):
-        stop_process(self.proc, signal.SIGINT, grace=20)
+        stop_process(self.proc, signal.SIGTERM, grace=10)
 
     def log(self):
         with contextlib.suppress(FileNotFoundError), open(self.log_path, errors="replace") as h:

@@ -1,0 +1,73 @@
+"""Odoo retries a request that hit a serialization failure: the service is then called again.
+
+The choice (README "Fault behaviour"): compute.method is a pure function, so calling it twice
+gives the same sum; the retried request writes that sum once and the record ends consistent.
+Only the notify log shows the operation twice. No idempotency key is needed for a sum; a
+service with side effects would need one.
+"""
+
+import threading
+import time
+
+import faults_harness as harness
+import psycopg2
+import pytest
+from conftest import pg_settings
+from faults_harness import click, create_operations, notification, read_operations
+
+pytestmark = pytest.mark.odoo
+
+
+def test_serialization_failure_retry_leaves_one_consistent_result(odoo, admin, fleet):
+    """A second writer holds the row while the click computes; it commits, the click's UPDATE
+    fails with a serialization failure, Odoo rolls back, waits and runs the whole request
+    again (calling the service again), and the record ends done with the one right result."""
+    a, b = 123456, 0.5  # a sum no other test computes: its notify lines can be counted
+    expected_line = "Operation completed %s" % (a + b)
+    [op] = create_operations(admin, [(a, b)])
+    counted_before = sum(log.count(expected_line) for log in fleet.logs().values())
+    pg = pg_settings()
+    rival = psycopg2.connect(dbname=odoo.db, host=pg["host"], port=pg["port"], user=pg["user"],
+                             password=pg["password"])
+    watcher = psycopg2.connect(dbname=odoo.db, host=pg["host"], port=pg["port"],
+                               user=pg["user"], password=pg["password"])
+    watcher.autocommit = True
+    box = {}
+    try:
+        with rival.cursor() as cr:  # takes the row lock; commits later
+            cr.execute("UPDATE compute_operation SET write_date = now() WHERE id = %s", [op])
+
+        def press():
+            box["action"] = click(odoo.xmlrpc(timeout=60), [op])
+
+        thread = threading.Thread(target=press)
+        thread.start()
+
+        def click_waits_on_the_lock():
+            with watcher.cursor() as cr:
+                cr.execute("SELECT wait_event_type, state, left(query, 80) FROM pg_stat_activity"
+                           " WHERE datname = %s AND pid <> pg_backend_pid()", [odoo.db])
+                box["activity"] = cr.fetchall()
+            return any(row[0] == "Lock" for row in box["activity"]) or not thread.is_alive()
+
+        harness.wait_until(click_waits_on_the_lock, 20, interval=0.05,
+                           what="the click's UPDATE waiting for the rival's lock")
+        assert thread.is_alive(), ("the click ended without waiting for the rival's lock",
+                                   box, odoo.log()[-3000:])
+        rival.commit()  # → the click's UPDATE: could not serialize access (concurrent update)
+        thread.join(60)
+        assert not thread.is_alive()
+    finally:
+        rival.close()
+        watcher.close()
+    assert notification(box["action"]) == ("success", expected_line)
+    [row] = read_operations(admin, [op])
+    assert (row["state"], row["result"], row["error_message"]) == ("done", a + b, False), row
+    assert "SERIALIZATION_FAILURE" in odoo.log(), "Odoo did not log a retried request"
+    # the service was called once per attempt; notify logged each
+    harness.wait_until(
+        lambda: sum(log.count(expected_line) for log in fleet.logs().values())
+        - counted_before >= 2, 10, what="notify logging both attempts")
+    time.sleep(0.5)
+    calls = sum(log.count(expected_line) for log in fleet.logs().values()) - counted_before
+    assert calls == 2, calls
