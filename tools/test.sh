@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the test layers against real parts: RabbitMQ, PostgreSQL, `nameko run` processes, Odoo.
 #
-#   tools/test.sh all | services | odoo | lint   (several may be given)
+#   tools/test.sh all | services | odoo | faults | lint   (several may be given)
 #
 # What is not reachable is started here (tools/stack.py) and stopped on exit. The Nameko layers
 # and the Odoo layers run as separate pytest processes: nameko's tests need eventlet
@@ -18,7 +18,7 @@ mkdir -p "$RUN_DIR"
 
 layers=("$@")
 [ ${#layers[@]} -eq 0 ] && layers=(all)
-if [ "${layers[*]}" = all ]; then layers=(lint services odoo); fi
+if [ "${layers[*]}" = all ]; then layers=(lint services odoo faults); fi
 
 declare -a SUMMARY=()
 FAILED=0
@@ -105,6 +105,27 @@ layer_odoo() {
     stop_services
 }
 
+layer_faults() {
+    # Fault tests (tests/faults): their own RabbitMQ node (ports 5692/15692, stopped and restarted
+    # by the tests), `nameko run` processes and an Odoo server on database cb_faults. Their own
+    # pytest process and config: never under tests/conftest.py's eventlet patching.
+    ODOO_SRC=$(python3 tools/stack.py odoo-src)
+    if [ -z "$ODOO_SRC" ]; then
+        echo
+        echo "!!!!!!!! SKIPPED: the Odoo fault tests — no Odoo 18.0 source (see the odoo layer);" \
+             "only the broker and service fault tests run. !!!!!!!!"
+        SUMMARY+=("faults: Odoo parts SKIPPED (no Odoo 18.0 source)")
+    else
+        export ODOO_SRC
+    fi
+    start_stack postgres
+    note "fault tests: broker down/restarted, no consumer, SIGKILL mid-batch, concurrency, hostile input, security"
+    "$PY" -m pytest -c tests/faults/pytest-faults.ini --confcutdir=tests/faults \
+        -p no:pytest_nameko -p no:odoo -p no:cacheprovider --durations=10 \
+        tests/faults 2>&1 | tee "$RUN_DIR/pytest-faults.log"
+    record "faults" "${PIPESTATUS[0]}" "$RUN_DIR/pytest-faults.log"
+}
+
 trap cleanup EXIT
 rm -f "$RUN_DIR"/pytest-*.log
 # docker-compose, msgfmt, chromium: installed when root and missing; tests skip loudly without.
@@ -114,6 +135,7 @@ for layer in "${layers[@]}"; do
         lint) layer_lint ;;
         services) layer_services ;;
         odoo) layer_odoo ;;
+        faults) layer_faults ;;
         *) echo "unknown layer: $layer" >&2; exit 2 ;;
     esac
 done
