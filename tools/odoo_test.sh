@@ -108,7 +108,7 @@ fi
 echo "$(cat "$RUN_DIR/odoo-runner-summary.txt")"
 
 echo "==> Odoo: uninstalling compute_bridge from ${DB}_runner"
-"$PY" - "${DB}_runner" <<'PYEOF' || rc=1
+"$PY" - "${DB}_runner" > "$RUN_DIR/odoo-uninstall.txt" <<'PYEOF' || rc=1
 import os, sys
 import odoo
 from odoo.tools import config
@@ -131,5 +131,6 @@ print("uninstall: module %s, tables left %s, models left %s -> %s"
 sys.exit(0 if ok else 1)
 PYEOF
 
+cat "$RUN_DIR/odoo-uninstall.txt"
 dropdb_if "${DB}_runner"
 exit $rc

@@ -101,6 +101,9 @@ layer_odoo() {
     for log in "$RUN_DIR"/pytest-odoo*.log; do
         [ -f "$log" ] && record "odoo ($(basename "$log" .log))" 0 "$log"
     done
+    for extra in odoo-runner-summary.txt odoo-uninstall.txt; do
+        [ -s "$RUN_DIR/$extra" ] && SUMMARY+=("odoo: $(tail -1 "$RUN_DIR/$extra")")
+    done
     [ "$rc" -ne 0 ] && { SUMMARY+=("odoo: FAILED (exit $rc)"); FAILED=1; }
     stop_services
 }
@@ -127,7 +130,7 @@ layer_faults() {
 }
 
 trap cleanup EXIT
-rm -f "$RUN_DIR"/pytest-*.log
+rm -f "$RUN_DIR"/pytest-*.log "$RUN_DIR"/odoo-runner-summary.txt "$RUN_DIR"/odoo-uninstall.txt
 # docker-compose, msgfmt, chromium: installed when root and missing; tests skip loudly without.
 python3 tools/stack.py ensure-tools
 for layer in "${layers[@]}"; do
