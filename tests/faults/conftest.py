@@ -56,6 +56,13 @@ USERS = {
 }
 
 
+def pytest_terminal_summary(terminalreporter):
+    if harness.MEASURED:
+        terminalreporter.section("fault tests: what was observed")
+        for name, value in harness.MEASURED.items():
+            terminalreporter.write_line("%s: %s" % (name, value))
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "odoo: needs the Odoo source and a running Odoo server")
 

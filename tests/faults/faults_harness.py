@@ -34,6 +34,13 @@ PY = os.path.join(VENV, "bin", "python")
 NAMEKO = os.path.join(VENV, "bin", "nameko")
 RUN_DIR = os.path.join(stack.RUN_DIR, "faults")
 
+MEASURED = {}  # what the tests observed (times, messages): printed at the end of the run
+
+
+def measure(name, value):
+    MEASURED[name] = value
+
+
 COMPUTE_QUEUE = "rpc-compute"
 EMPTY_VHOST = "cb-faults-empty"  # a vhost where no service ever ran
 BROKER_USER = "cb_faults"

@@ -46,6 +46,9 @@ def test_sigkill_one_instance_mid_batch(odoo, admin, broker, fleet):
                  if row["state"] != "done" or row["result"] != a + b]
         assert not wrong, wrong[:5]
         assert box["elapsed"] < GENEROUS_TIMEOUT
+        harness.measure("SIGKILL mid-batch", "%d records right in %.1f s; victim had started %d "
+                        "requests, survivor %d" % (BATCH, box["elapsed"], killed_after,
+                                                   survivor.computed()))
         assert killed_after < BATCH and survivor.computed() > 0
         harness.wait_until(lambda: broker.redelivered() > before, 15,
                            what="RabbitMQ counting redeliveries (the kill hit in-flight work)")

@@ -143,7 +143,9 @@ class Violations:
 
     def add(self, where, value, detail):
         key = "%s [%s]" % (where, category(value))
-        self.groups.setdefault(key, []).append("%r -> %s" % (value, detail[:300]))
+        shown = repr(value)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        self.groups.setdefault(key, []).append("%s -> %s" % (shown, detail[:300]))
 
     def check(self):
         if self.groups:
@@ -159,8 +161,9 @@ def error_problem(error, broker):
         return "not an RPC answer: %s" % error
     message = error.message if isinstance(error.message, str) else repr(error.message)
     if error.transport == "XML-RPC" and error.kind != 2:
-        return "XML-RPC fault code %r (not a UserError/ValidationError): %s" % (
-            error.kind, message[-200:])
+        last = [line for line in message.splitlines() if line.strip()][-1:] or [""]
+        return "XML-RPC fault code %r (not a UserError/ValidationError), a traceback ending %r" % (
+            error.kind, last[0][:200])
     if error.transport == "JSON-RPC" and error.kind not in (
             "odoo.exceptions.ValidationError", "odoo.exceptions.UserError"):
         return "JSON-RPC error %s: %s" % (error.kind, message[-200:])
