@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Retake compute_bridge/static/description/screenshot_form.png: the tour of
+# compute_bridge/tests/test_tour.py (headless Chromium types 99999 + 99999, presses Suma, sees
+# 199998) saves its last page there. Needs what `make test` needs: the broker, PostgreSQL and
+# Odoo's source; starts the Nameko services for the run and stops them after.
+set -uo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+cd "$REPO"
+PY=${VENV:-$REPO/.venv}/bin/python
+RUN_DIR=${COMPUTE_BRIDGE_RUN_DIR:-$REPO/.run}
+export COMPUTE_BRIDGE_RUN_DIR=$RUN_DIR
+DB=${COMPUTE_BRIDGE_SCREENSHOT_DB:-cb_screenshot}
+HTTP_PORT=${COMPUTE_BRIDGE_SCREENSHOT_HTTP_PORT:-18479}
+mkdir -p "$RUN_DIR"
+
+ODOO_SRC=$(python3 tools/stack.py odoo-src)
+[ -n "$ODOO_SRC" ] || { echo "no Odoo 18.0 source (see tools/stack.py)" >&2; exit 1; }
+python3 tools/stack.py up broker postgres || exit 1
+# shellcheck disable=SC1091
+source "$RUN_DIR/stack.env"
+SERVICES_PID=""
+cleanup() {
+    [ -n "$SERVICES_PID" ] && kill -INT "$SERVICES_PID" 2>/dev/null && wait "$SERVICES_PID"
+    python3 tools/stack.py down
+}
+trap cleanup EXIT
+
+"${VENV:-$REPO/.venv}/bin/nameko" run --broker "$AMQP_URI" services > "$RUN_DIR/screenshot-services.log" 2>&1 &
+SERVICES_PID=$!
+"$PY" tools/wait_services.py "$AMQP_URI" || exit 1
+
+export PYTHONPATH=$ODOO_SRC${PYTHONPATH:+:$PYTHONPATH} AMQP_URI
+CONF=$RUN_DIR/odoo-screenshot.conf
+cat > "$CONF" <<CONF
+[options]
+addons_path = $REPO
+data_dir = $RUN_DIR/odoo-data
+db_host = $PGHOST
+db_port = $PGPORT
+db_user = $PGUSER
+db_password = ${PGPASSWORD:-False}
+http_port = $HTTP_PORT
+http_interface = 127.0.0.1
+gevent_port = $((HTTP_PORT + 1))
+list_db = False
+without_demo = all
+log_level = warn
+CONF
+# A fresh database each time: the screenshot shows one new operation, not leftovers.
+psql -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -d postgres -qc "DROP DATABASE IF EXISTS $DB" || exit 1
+"$PY" -m odoo -c "$CONF" -d "$DB" -i compute_bridge --stop-after-init || exit 1
+COMPUTE_BRIDGE_SCREENSHOT_DIR=$REPO/compute_bridge/static/description \
+    "$PY" -m pytest -p no:pytest_nameko -p no:cacheprovider -q \
+    --odoo-config "$CONF" --odoo-database "$DB" --odoo-http \
+    compute_bridge/tests/test_tour.py || exit 1
+psql -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -d postgres -qc "DROP DATABASE IF EXISTS $DB"
+ls -l compute_bridge/static/description/screenshot_form.png
