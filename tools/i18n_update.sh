@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Refresh the addon's translation template and merge it into the translations:
+#
+#   1. a scratch database (COMPUTE_BRIDGE_I18N_DB, default cb_i18n) with compute_bridge installed,
+#      or updated when it already is (--fresh drops and recreates it);
+#   2. compute_bridge/i18n/compute_bridge.pot exported with Odoo's own exporter
+#      (`odoo --i18n-export=<file>.pot --modules=compute_bridge` with no --language: a template);
+#   3. every compute_bridge/i18n/*.po merged with the template (msgmerge --no-fuzzy-matching, so
+#      new strings appear as empty msgstr entries, never as guessed fuzzy ones), strings gone
+#      from the code dropped, the file written as Odoo writes it (sorted, wrapped at 78);
+#   4. a summary per language: entries, untranslated, fuzzy; exit 1 if any are left to translate.
+#
+# Settings (environment): ODOO_SRC (Odoo 18.0 source; default: tools/stack.py odoo-src),
+# PGHOST / PGPORT / PGUSER / PGPASSWORD (default: .run/stack.env, else 127.0.0.1:5439 odoo).
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+cd "$REPO"
+PY=${VENV:-$REPO/.venv}/bin/python
+RUN_DIR=${COMPUTE_BRIDGE_RUN_DIR:-$REPO/.run}
+DB=${COMPUTE_BRIDGE_I18N_DB:-cb_i18n}
+MODULE=compute_bridge
+I18N_DIR=$MODULE/i18n
+POT=$I18N_DIR/$MODULE.pot
+FRESH=0
+[ "${1:-}" = "--fresh" ] && FRESH=1
+
+for tool in msgmerge msgfmt; do
+    command -v "$tool" >/dev/null || { echo "i18n: $tool missing (apt-get install gettext)" >&2; exit 2; }
+done
+if [ -z "${PGHOST:-}" ] && [ -f "$RUN_DIR/stack.env" ]; then
+    # shellcheck disable=SC1091
+    . "$RUN_DIR/stack.env"
+fi
+: "${PGHOST:=127.0.0.1}" "${PGPORT:=5439}" "${PGUSER:=odoo}"
+ODOO_SRC=${ODOO_SRC:-$(python3 tools/stack.py odoo-src 2>/dev/null || true)}
+ODOO_SRC=${ODOO_SRC:-${XDG_CACHE_HOME:-$HOME/.cache}/compute_bridge/odoo-18.0}
+[ -d "$ODOO_SRC/odoo" ] || { echo "i18n: no Odoo 18.0 source at $ODOO_SRC" >&2; exit 2; }
+export PYTHONPATH=$ODOO_SRC${PYTHONPATH:+:$PYTHONPATH}
+
+mkdir -p "$RUN_DIR" "$I18N_DIR"
+CONF=$RUN_DIR/odoo-i18n.conf
+cat > "$CONF" <<CONF
+[options]
+addons_path = $REPO
+data_dir = $RUN_DIR/odoo-data
+db_host = $PGHOST
+db_port = $PGPORT
+db_user = $PGUSER
+db_password = ${PGPASSWORD:-False}
+list_db = True
+without_demo = all
+log_level = warn
+CONF
+export CONF
+odoo() { "$PY" -m odoo -c "$CONF" "$@"; }
+
+# "installed", "absent" (no database) or the module's state in an existing database.
+module_state() { "$PY" - "$DB" "$MODULE" <<'PYEOF'
+import os, sys
+import odoo
+from odoo.tools import config
+config.parse_config(["-c", os.environ["CONF"]])
+from odoo.service import db
+if sys.argv[1] not in db.list_dbs(True):
+    print("absent")
+    sys.exit(0)
+import psycopg2
+conn = psycopg2.connect(dbname=sys.argv[1], host=config["db_host"], port=config["db_port"],
+                        user=config["db_user"], password=config["db_password"] or None)
+with conn, conn.cursor() as cr:
+    cr.execute("SELECT to_regclass('ir_module_module')")
+    if cr.fetchone()[0] is None:
+        print("empty")
+    else:
+        cr.execute("SELECT state FROM ir_module_module WHERE name = %s", [sys.argv[2]])
+        row = cr.fetchone()
+        print(row[0] if row else "unknown")
+conn.close()
+PYEOF
+}
+drop_db() { "$PY" - "$DB" <<'PYEOF'
+import os, sys
+import odoo
+from odoo.tools import config
+config.parse_config(["-c", os.environ["CONF"]])
+from odoo.service import db
+if sys.argv[1] in db.list_dbs(True):
+    db.exp_drop(sys.argv[1])
+PYEOF
+}
+
+[ "$FRESH" = 1 ] && drop_db
+state=$(module_state)
+if [ "$state" = installed ]; then
+    echo "==> i18n: updating $MODULE in $DB"
+    odoo -d "$DB" -u "$MODULE" --stop-after-init
+else
+    [ "$state" = absent ] || drop_db  # half-made database: start again
+    echo "==> i18n: creating $DB with $MODULE installed"
+    odoo -d "$DB" -i "$MODULE" --stop-after-init
+fi
+
+echo "==> i18n: exporting $POT"
+odoo -d "$DB" --i18n-export="$REPO/$POT" --modules="$MODULE"
+msgfmt -o /dev/null "$POT"  # a template: no Language header, so no -c
+
+status=0
+shopt -s nullglob
+for po in "$I18N_DIR"/*.po; do
+    echo "==> i18n: merging $POT into $po"
+    msgmerge --quiet --update --backup=none --no-fuzzy-matching "$po" "$POT"
+    # Drop the strings gone from the code (msgmerge keeps them as #~ obsolete entries), write
+    # the file as Odoo and OCA's po-pretty-format do (polib: sorted by msgid, wrapped at 78),
+    # and list what is left to translate.
+    "$PY" - "$po" <<'PYEOF' || status=1
+import sys
+import polib
+path = sys.argv[1]
+po = polib.pofile(path)
+for entry in po.obsolete_entries():
+    po.remove(entry)
+po.sort(key=lambda entry: entry.msgid)
+po.save(path)
+untranslated = [e.msgid for e in po if not e.msgstr]
+fuzzy = [e.msgid for e in po if e.fuzzy]
+print("    %s: %d entries, %d untranslated, %d fuzzy" % (path, len(po), len(untranslated), len(fuzzy)))
+for msgid in untranslated:
+    print("      untranslated: %r" % msgid)
+for msgid in fuzzy:
+    print("      fuzzy: %r" % msgid)
+sys.exit(1 if untranslated or fuzzy else 0)
+PYEOF
+    msgfmt -c -o /dev/null "$po"
+done
+exit $status
