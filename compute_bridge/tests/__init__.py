@@ -7,3 +7,4 @@ from . import test_service_instance
 from . import test_heartbeat
 from . import test_test_connection
 from . import test_tour
+from . import test_i18n
