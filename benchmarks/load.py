@@ -5,7 +5,8 @@
 Opens one persistent nameko proxy, prints "ready", waits for a line on stdin ("go"), then keeps
 WINDOW calls in flight (call_async; the oldest reply is collected before the next call is sent)
 until CALLS replies have come back, checks every sum, and prints one JSON line:
-{"calls": N, "start": t0, "end": t1, "errors": E} (time.time() stamps, comparable across processes).
+{"calls": N, "start": t0, "end": t1, "errors": E, "cpu": seconds of CPU used while calling}
+(time.time() stamps, comparable across processes).
 
 Publish confirms are off by default: with them, each call_async waits one broker round trip for
 its confirm before the next can be sent, and the client, not the services, sets the pace.
@@ -45,6 +46,7 @@ def main():
     errors = 0
     sent = 0
     start = time.time()
+    cpu_start = time.process_time()
     while sent < args.calls or in_flight:
         while sent < args.calls and len(in_flight) < args.window:
             in_flight.append((sent, method.call_async(sent, sent)))
@@ -56,9 +58,10 @@ def main():
         except Exception:  # noqa: BLE001 - count it, the report shows it
             errors += 1
     end = time.time()
+    cpu = time.process_time() - cpu_start
     standalone.stop()
-    print(json.dumps({"calls": args.calls, "start": start, "end": end, "errors": errors}),
-          flush=True)
+    print(json.dumps({"calls": args.calls, "start": start, "end": end, "errors": errors,
+                      "cpu": cpu}), flush=True)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,9 @@ from benchmarks.common import (  # noqa: E402
     RabbitAdmin,
     Report,
     children_rss_kib,
+    cpu_seconds,
     interleaved,
+    listening_pid,
     log,
     stop_process,
     tcp_connections_to,
@@ -505,7 +507,8 @@ def run_load(amqp_uri, calls, clients, window):
     start = min(out["start"] for out in outputs)
     end = max(out["end"] for out in outputs)
     done = sum(out["calls"] for out in outputs)
-    return done / (end - start), done, end - start, sum(out["errors"] for out in outputs)
+    return (done / (end - start), done, end - start, sum(out["errors"] for out in outputs),
+            sum(out["cpu"] for out in outputs))
 
 
 def phase_throughput(report, amqp_uri, services, sizes, results):
@@ -514,14 +517,30 @@ def phase_throughput(report, amqp_uri, services, sizes, results):
     report.header("(4) services throughput: %d calls from %d client processes, %d in flight "
                   "each (persistent proxies, publish confirms off on the client)"
                   % (n, clients, window))
+    broker_pid = listening_pid(urllib.parse.urlsplit(amqp_uri).port or 5672)
+
+    def cpu_now():
+        """CPU seconds so far: services instances, broker (if local)."""
+        return [sum(cpu_seconds(proc.pid) for proc in services.procs),
+                cpu_seconds(broker_pid) if broker_pid else 0.0]
+
     rates = {}
     for instances in (1, 2):
         services.start(instances)
         run_load(amqp_uri, min(n, 400), clients, window)  # warm-up
-        rate, done, seconds, errors = run_load(amqp_uri, n, clients, window)
+        cpu_before = cpu_now()
+        rate, done, seconds, errors, client_cpu = run_load(amqp_uri, n, clients, window)
+        cpu = [after - before for after, before in zip(cpu_now(), cpu_before, strict=True)]
+        cpu.append(client_cpu)
         rates[instances] = rate
         report.line("  %d instance(s): %6d calls in %6.2f s  = %7.0f calls/s   errors %d"
                     % (instances, done, seconds, rate, errors))
+        report.line("      CPU per call: services %.2f ms (%.0f%% of a core), broker %s, "
+                    "load clients %.2f ms; all: %.2f ms -> %d cores allow ~%.0f calls/s"
+                    % (cpu[0] / done * 1000, cpu[0] / seconds * 100,
+                       "%.2f ms" % (cpu[1] / done * 1000) if broker_pid else "n/a (remote)",
+                       cpu[2] / done * 1000, sum(cpu) / done * 1000, os.cpu_count(),
+                       os.cpu_count() * done / sum(cpu) if sum(cpu) else 0))
     report.ratio("2 instances / 1 instance", rates[2] / rates[1])
     results["throughput_2"] = rates[2]
     services.stop_extra(1)
