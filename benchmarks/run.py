@@ -599,6 +599,10 @@ def main():
     if args.quick:
         sizes.update(inproc_rounds=4, inproc_per_round=10, click_rounds=4, click_per_round=5,
                      batch_reps=1, soak_calls=2000, throughput_calls=1000)
+    for key, value in sizes.items():  # e.g. BENCH_SOAK_THREADS=3 tools/bench.sh
+        override = os.environ.get("BENCH_" + key.upper())
+        if override:
+            sizes[key] = type(value)(override)
 
     os.makedirs(BENCH_DIR, exist_ok=True)
     amqp_root = os.environ.get("AMQP_URI", "pyamqp://guest:guest@localhost:5672")
