@@ -1,6 +1,6 @@
 import os
 
-from odoo import _, api, fields, models
+from odoo import api, fields, models
 
 from ..rpc import (
     BROKER_URL_ENV_VAR,
@@ -57,12 +57,12 @@ class ResConfigSettings(models.TransientModel):
             RPC_TIMEOUT_PARAM: self.compute_bridge_rpc_timeout,
         }
         config = read_config(on_screen.get, os.environ)
-        title = _("Test connection: %s", mask_url(config.broker_url))
+        title = self.env._("Test connection: %s", mask_url(config.broker_url))
         try:
             probe = probe_compute(config)
         except BridgeError as error:  # str() is readable and has the password masked
             return self._compute_bridge_test_notification(title, str(error), "danger")
-        message = _(
+        message = self.env._(
             "Broker and compute service reachable: %(a)s + %(b)s = %(result)s in %(ms).1f ms",
             a=probe.operands[0], b=probe.operands[1], result=probe.result, ms=probe.round_trip_ms,
         )
