@@ -38,12 +38,10 @@ PATCHED_WARNING = (
     "(tests/conftest.py). Run them on their own: tools/test.sh faults !!!!!!!!"
 )
 
-if _monkey_patched():
+PATCHED = _monkey_patched()
+if PATCHED:
     # Collected by a pytest process that loaded tests/conftest.py: refuse loudly, run nothing.
     collect_ignore_glob = ["*.py"]
-
-    def pytest_terminal_summary(terminalreporter):
-        terminalreporter.write_line(PATCHED_WARNING, red=True, bold=True)
 
 DB = os.environ.get("COMPUTE_BRIDGE_FAULTS_DB", "cb_faults")
 RPC_TIMEOUT = 3.0  # compute_bridge.rpc_timeout for most tests (seconds)
@@ -57,6 +55,8 @@ USERS = {
 
 
 def pytest_terminal_summary(terminalreporter):
+    if PATCHED:
+        terminalreporter.write_line(PATCHED_WARNING, red=True, bold=True)
     if harness.MEASURED:
         terminalreporter.section("fault tests: what was observed")
         for name, value in harness.MEASURED.items():
