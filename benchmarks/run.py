@@ -285,7 +285,7 @@ def load_pooled_client():
 # phases
 # ---------------------------------------------------------------------------------------------
 
-def phase_inproc(report, amqp_uri, sizes, results):
+def phase_inproc(report, amqp_uri, raw, sizes, results):
     from nameko.standalone.rpc import ClusterRpcProxy
 
     report.header("(1) one call in process  (compute.method(99999, 99999); services: 1 instance)")
@@ -294,9 +294,6 @@ def phase_inproc(report, amqp_uri, sizes, results):
     def per_call():
         with ClusterRpcProxy(config, timeout=10) as rpc:
             assert rpc.compute.method(99999, 99999) == 199998
-
-    raw_standalone = ClusterRpcProxy(config, timeout=10)
-    raw = raw_standalone.start()
 
     def raw_call():
         assert raw.compute.method(99999, 99999) == 199998
@@ -336,7 +333,6 @@ def phase_inproc(report, amqp_uri, sizes, results):
         report.ratio("per-call / pooled", per_med / pooled_med)
         report.ratio("pooled / raw persistent", pooled_med / raw_med)
         results["inproc_pooled_ratio"] = pooled_med / raw_med
-    return raw_standalone, raw
 
 
 def phase_click(report, client, sizes, results):
@@ -585,16 +581,14 @@ def _terminated(signum, _frame):
     raise SystemExit(128 + signum)  # unwind through the finally blocks that stop what we started
 
 
-def main():
-    signal.signal(signal.SIGTERM, _terminated)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+def parse_args():
     parser = argparse.ArgumentParser(description="compute_bridge benchmarks")
     parser.add_argument("--quick", action="store_true", help="small sizes, to try the harness")
     parser.add_argument("--phases", default="1,2,3,5,4",
                         help="comma-separated phases to run (default all: 1,2,3,5,4)")
     parser.add_argument("--fresh-db", action="store_true", help="drop the benchmark database")
     args = parser.parse_args()
-    phases = set(args.phases.split(","))
+    args.phases = set(args.phases.split(","))
     sizes = dict(SIZES)
     if args.quick:
         sizes.update(inproc_rounds=4, inproc_per_round=10, click_rounds=4, click_per_round=5,
@@ -603,13 +597,69 @@ def main():
         override = os.environ.get("BENCH_" + key.upper())
         if override:
             sizes[key] = type(value)(override)
+    return args, sizes
+
+
+class RawProxy:
+    """The raw persistent nameko proxy shared by phases 1 and 3, started on first use."""
+
+    def __init__(self, amqp_uri):
+        self.amqp_uri = amqp_uri
+        self.standalone = None
+        self.proxy = None
+
+    def get(self):
+        if self.proxy is None:
+            from nameko.standalone.rpc import ClusterRpcProxy
+
+            self.standalone = ClusterRpcProxy({"AMQP_URI": self.amqp_uri}, timeout=30)
+            self.proxy = self.standalone.start()
+        return self.proxy
+
+    def stop(self):
+        if self.standalone is not None:
+            try:
+                self.standalone.stop()
+            except Exception:  # noqa: BLE001 - cleaning up
+                pass
+        self.standalone = self.proxy = None
+
+
+def odoo_phases(report, args, sizes, results, amqp_uri, admin, raw, running):
+    """Phases 2, 3 and 5, against one Odoo server (kept in `running` for the cleanup)."""
+    odoo_src = os.environ.get("ODOO_SRC", "")
+    if not odoo_src:
+        report.line("")
+        report.line("!!! no Odoo 18.0 source (ODOO_SRC): phases 2, 3 and 5 skipped")
+        return
+    if not os.path.exists(os.path.join(REPO, "compute_bridge", "__manifest__.py")):
+        report.line("")
+        report.line("!!! compute_bridge addon not found: phases 2, 3 and 5 skipped")
+        return
+    odoo = running["odoo"] = OdooServer(odoo_src, amqp_uri)
+    odoo.prepare(fresh=args.fresh_db)
+    odoo.start()
+    client = OdooClient(odoo.url)
+    if "2" in args.phases:
+        phase_click(report, client, sizes, results)
+    if args.phases & {"3", "5"}:
+        ids = phase_batch(report, client, raw.get(), sizes, results)
+        if "5" in args.phases:
+            phase_soak(report, client, odoo, admin, ids, sizes, results)
+    odoo.stop()
+    running["odoo"] = None
+
+
+def main():
+    signal.signal(signal.SIGTERM, _terminated)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    args, sizes = parse_args()
 
     os.makedirs(BENCH_DIR, exist_ok=True)
     amqp_root = os.environ.get("AMQP_URI", "pyamqp://guest:guest@localhost:5672")
     admin = RabbitAdmin(os.environ.get("RABBIT_API_URI", "http://guest:guest@localhost:15672"))
     admin.create_vhost(VHOST)
     amqp_uri = vhost_uri(amqp_root, VHOST)
-    odoo_src = os.environ.get("ODOO_SRC", "")
 
     report = Report()
     report.line("compute_bridge benchmarks  %s" % time.strftime("%Y-%m-%d %H:%M:%S"))
@@ -620,53 +670,22 @@ def main():
                 "ratios are medians measured side by side in this run")
     results = {}
     services = Services(amqp_uri, admin)
-    odoo = None
-    raw_standalone = raw = None
+    raw = RawProxy(amqp_uri)
+    running = {"odoo": None}
     try:
         services.start(1)
-        raw_standalone, raw = None, None
-        if "1" in phases:
-            raw_standalone, raw = phase_inproc(report, amqp_uri, sizes, results)
-        if phases & {"2", "3", "5"}:
-            if not odoo_src:
-                report.line("")
-                report.line("!!! no Odoo 18.0 source (ODOO_SRC): phases 2, 3 and 5 skipped")
-            elif not os.path.exists(os.path.join(REPO, "compute_bridge", "__manifest__.py")):
-                report.line("")
-                report.line("!!! compute_bridge addon not found: phases 2, 3 and 5 skipped")
-            else:
-                odoo = OdooServer(odoo_src, amqp_uri)
-                odoo.prepare(fresh=args.fresh_db)
-                odoo.start()
-                client = OdooClient(odoo.url)
-                ids = None
-                if "2" in phases:
-                    phase_click(report, client, sizes, results)
-                if "3" in phases or "5" in phases:
-                    if raw is None:
-                        from nameko.standalone.rpc import ClusterRpcProxy
-
-                        raw_standalone = ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=30)
-                        raw = raw_standalone.start()
-                    ids = phase_batch(report, client, raw, sizes, results)
-                if "5" in phases:
-                    phase_soak(report, client, odoo, admin, ids, sizes, results)
-                odoo.stop()
-                odoo = None
-        if raw_standalone is not None:
-            raw_standalone.stop()
-            raw_standalone = None
-        if "4" in phases:
+        if "1" in args.phases:
+            phase_inproc(report, amqp_uri, raw.get(), sizes, results)
+        if args.phases & {"2", "3", "5"}:
+            odoo_phases(report, args, sizes, results, amqp_uri, admin, raw, running)
+        raw.stop()
+        if "4" in args.phases:
             phase_throughput(report, amqp_uri, services, sizes, results)
         print_targets(report, results)
     finally:
-        if raw_standalone is not None:
-            try:
-                raw_standalone.stop()
-            except Exception:  # noqa: BLE001 - cleaning up
-                pass
-        if odoo is not None:
-            odoo.stop()
+        raw.stop()
+        if running["odoo"] is not None:
+            running["odoo"].stop()
         services.stop()
         try:
             admin.delete_vhost(VHOST)
