@@ -7,7 +7,8 @@ several databases, point each service at a host name the ``dbfilter`` maps to on
 A ``?db=<name>`` query parameter in HEARTBEAT_URL is checked against the database Odoo picked,
 so a beat meant for another database is refused (409) rather than written to the wrong one.
 
-Answers: 200 ``{"status": "ok"}``; 403 with an empty body when the secret is missing or wrong
+Answers: 200 ``{"status": "ok"}`` (or ``"superseded"`` when a concurrent beat of the same
+instance holds the row); 403 with an empty body when the secret is missing or wrong
 (nothing is said about why, nor is the body read); 411 without a Content-Length; 413 when the
 body is larger than ``health.MAX_BODY_BYTES``; 400 with a readable reason when the body is not
 a heartbeat.
@@ -66,8 +67,9 @@ class HeartbeatController(http.Controller):
             _logger.warning("malformed heartbeat refused: %s", error)
             return _json_response({"error": str(error)}, status=400)
 
-        instances._record_heartbeat(beat)
-        return _json_response({"status": "ok"})
+        recorded = instances._record_heartbeat(beat)
+        # "superseded": another beat of this instance was being written at the same moment
+        return _json_response({"status": "ok" if recorded else "superseded"})
 
 
 def _json_response(body, status=200):

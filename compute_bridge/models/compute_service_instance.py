@@ -85,19 +85,31 @@ class ComputeServiceInstance(models.Model):
     def _record_heartbeat(self, beat):
         """Create or update the row of ``beat``'s instance (a dict from health.parse_heartbeat).
 
-        One instance beats once per interval, so two writes for the same instance_id do not
-        race; the unique constraint still guards against duplicates.
+        Returns the row, or an empty recordset when the beat was dropped because another beat
+        of the same instance is being written right now. That happens when Odoo was busy
+        (starting, updating) and the beats the services gave up on are all served at once:
+        the newest one wins, and the others must not fail on the row lock.
         """
         values = dict(beat, last_beat=fields.Datetime.now())
         instance = self.search([("instance_id", "=", beat["instance_id"])], limit=1)
-        if instance:
-            instance.write(values)
-        else:
+        if not instance:
             instance = self.create(values)
             _logger.info(
                 "new %s instance %s on %s (pid %s)",
                 beat["service"], beat["instance_id"], beat["host"], beat["pid"],
             )
+            return instance
+        # log_exceptions=False: a row updated since this transaction began raises a
+        # serialization failure, which Odoo retries on its own; it is not an error to log.
+        self.env.cr.execute(
+            SQL("SELECT id FROM compute_service_instance WHERE id = %s"
+                " FOR NO KEY UPDATE SKIP LOCKED", instance.id),
+            log_exceptions=False,
+        )
+        if not self.env.cr.fetchone():
+            _logger.debug("heartbeat of %s dropped: another one is being written", instance.id)
+            return self.browse()
+        instance.write(values)
         return instance
 
     @api.model
