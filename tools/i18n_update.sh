@@ -101,8 +101,17 @@ else
 fi
 
 echo "==> i18n: exporting $POT"
-odoo -d "$DB" --i18n-export="$REPO/$POT" --modules="$MODULE"
-msgfmt -o /dev/null "$POT"  # a template: no Language header, so no -c
+NEW_POT=$RUN_DIR/$MODULE.pot
+odoo -d "$DB" --i18n-export="$NEW_POT" --modules="$MODULE"
+msgfmt -o /dev/null "$NEW_POT"  # a template: no Language header, so no -c
+# Keep the file as it is when only its dates changed: no commit that is a timestamp.
+undated() { grep -vE '^"(POT-Creation|PO-Revision)-Date: ' "$1"; }
+if [ -f "$POT" ] && diff -q <(undated "$POT") <(undated "$NEW_POT") >/dev/null; then
+    echo "    $POT: no change"
+    rm -f "$NEW_POT"
+else
+    mv "$NEW_POT" "$POT"
+fi
 
 status=0
 shopt -s nullglob
