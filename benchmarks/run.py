@@ -562,18 +562,18 @@ def print_targets(report, results):
     add("click over XML-RPC >= %.1fx faster than the blog post's way (aim %.0fx)"
         % (TARGET_CLICK_SPEEDUP, TARGET_CLICK_AIM), value,
         value is not None and value >= TARGET_CLICK_SPEEDUP,
-        "measured %.2fx%s" % (value, " (aim reached)" if value >= TARGET_CLICK_AIM else
+        "measured %.3fx%s" % (value, " (aim reached)" if value >= TARGET_CLICK_AIM else
                              " (aim %.0fx not reached)" % TARGET_CLICK_AIM)
         if value is not None else "not measured")
     value = results.get("inproc_pooled_ratio")
     add("one in-process call <= %.1fx a raw persistent nameko call" % TARGET_INPROC_OVERHEAD,
         value, value is not None and value <= TARGET_INPROC_OVERHEAD,
-        "measured %.2fx (pooled median / raw median)" % value if value is not None
+        "measured %.3fx (pooled median / raw median)" % value if value is not None
         else "not measured")
     value = results.get("batch_ratio")
     add("1,000-record batch >= %.1fx raw pipelined nameko (raw time / batch time)"
         % TARGET_BATCH_RATIO, value, value is not None and value >= TARGET_BATCH_RATIO,
-        "measured %.2fx" % value if value is not None else "not measured")
+        "measured %.3fx" % value if value is not None else "not measured")
     value = results.get("throughput_2")
     add("services >= %d calls/s with 2 instances" % TARGET_THROUGHPUT, value,
         value is not None and value >= TARGET_THROUGHPUT,
