@@ -18,11 +18,30 @@ _logger = logging.getLogger(__name__)
 COMPUTE_SERVICE = "compute"
 COMPUTE_METHOD = "method"
 MAX_SUMS_IN_NOTIFICATION = 10  # a notification listing 200 sums is unreadable
+# Hostile operands (megabyte strings, bidi controls) are quoted this short in errors.
+MAX_REPR_LENGTH = 60
 
 
 def format_number(value):
     """A sum as people write it: 199998, 0.3 (not 199998.0, 0.30000000000000004)."""
     return f"{value:.15g}"
+
+
+def describe_value(value):
+    """repr() of ``value`` cut short, and its type, as services/compute.py quotes operands.
+
+    repr() escapes control, zero-width and bidi characters, so a message quoting a hostile
+    value shows them instead of letting them hide or reorder the text around them.
+
+    >>> describe_value("abc")
+    "'abc' (str)"
+    >>> describe_value(10**400)[-20:]
+    '00000000000... (int)'
+    """
+    text = repr(value)
+    if len(text) > MAX_REPR_LENGTH:
+        text = text[:MAX_REPR_LENGTH] + "..."
+    return "%s (%s)" % (text, type(value).__name__)
 
 
 class ComputeOperation(models.Model):
@@ -101,12 +120,22 @@ class ComputeOperation(models.Model):
         operations: the check is explicit because a model method has no record to guard it.
         """
         self.check_access("create")
+        # Checked here too: a refusal then names the operand and costs no round trip. The
+        # operands travel unchanged, so that the service adds ints exactly.
+        self._check_operand("field_1", a)
+        self._check_operand("field_2", b)
         try:
-            return float(call(self._compute_bridge_config(), COMPUTE_SERVICE, COMPUTE_METHOD, a, b))
+            total = call(self._compute_bridge_config(), COMPUTE_SERVICE, COMPUTE_METHOD, a, b)
         except InvalidOperands as error:
             raise ValidationError(str(error)) from error
         except BridgeError as error:
             raise UserError(str(error)) from error
+        try:
+            return float(total)
+        except OverflowError as error:  # an exact int sum beyond the float range
+            raise ValidationError(self.env._(
+                "%(a)s + %(b)s is too large for a floating-point number.",
+                a=describe_value(a), b=describe_value(b))) from error
 
     @api.model
     def _compute_bridge_config(self):
@@ -114,13 +143,30 @@ class ComputeOperation(models.Model):
 
     @api.model
     def _check_finite_operands(self, vals):
+        """Refuse, before the ORM converts them, operands it would store as NaN or infinity or
+        fail on with a traceback (strings, lists, ints beyond the float range).
+
+        None and False are Odoo's "no value" (stored as 0.0) and pass.
+        """
         for field_name in ("field_1", "field_2"):
             value = vals.get(field_name)
-            if isinstance(value, (int, float)) and not math.isfinite(value):
-                raise ValidationError(
-                    self.env._("%(field)s must be a finite number, not %(value)s.",
-                      field=self._fields[field_name].string, value=value)
-                )
+            if value is not None and value is not False:
+                self._check_operand(field_name, value)
+
+    @api.model
+    def _check_operand(self, field_name, value):
+        """Return ``value`` as a float, or raise a ValidationError naming the field and quoting
+        the value, unless it is a finite int or float (bool is not a number here)."""
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                number = float(value)
+            except OverflowError:  # an int beyond the float range, e.g. JSON's 10**400
+                number = math.inf
+            if math.isfinite(number):
+                return number
+        raise ValidationError(self.env._(
+            "%(field)s must be a finite number, not %(value)s.",
+            field=self._fields[field_name].string, value=describe_value(value)))
 
     def _write_outcome(self, outcome):
         self.ensure_one()

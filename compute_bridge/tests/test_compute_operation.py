@@ -1,5 +1,6 @@
 """compute.operation against the real broker and the real compute service."""
 
+import doctest
 import math
 import os
 import time
@@ -9,6 +10,7 @@ from unittest.mock import patch
 from odoo.exceptions import UserError, ValidationError
 from odoo.tests import tagged
 
+from ..models import compute_operation
 from ..rpc import BROKER_URL_ENV_VAR
 from .common import BROKER_URL, CLOSED_PORT_URL, SECRET, TEST_RPC_TIMEOUT, ComputeBridgeCase
 
@@ -62,6 +64,52 @@ class TestComputeOperation(ComputeBridgeCase):
         with self.assertRaises(ValidationError):
             operation.write({"field_2": math.nan})
 
+    def test_anything_but_a_number_is_refused_readably(self):
+        """What an RPC caller may send instead of a number: a ValidationError that names the
+        field and quotes the value, short and with its control and bidi characters escaped,
+        never the ORM's ValueError/TypeError/OverflowError."""
+        hostile = ["abc", "", "1.5", "nan", "inf", "1e400", "\u202e123", "1\u200b", "\x00",
+                   "x" * 10_000, [], [1], {}, {"a": 1}, True, 10**400, -(10**400)]
+        operation = self.new_operation(1, 1)
+        for value in hostile:
+            with self.subTest(value=value):
+                with self.assertRaises(ValidationError) as caught:
+                    self.new_operation(value, 1)
+                message = str(caught.exception)
+                self.assertTrue(message.startswith("First Value must be a finite number, not "),
+                                message)
+                self.assertLess(len(message), 150)
+                self.assertNotRegex(message, "[\x00-\x1f\u200b-\u200f\u202a-\u202e]")
+                with self.assertRaisesRegex(ValidationError, "^Second Value must be"):
+                    operation.write({"field_2": value})
+                with self.assertRaisesRegex(ValidationError, "^First Value must be"):
+                    self.Operation.with_user(self.user).compute_sum(value, 1)
+        self.assertRecordValues(operation, [{"field_1": 1.0, "field_2": 1.0}])
+
+    def test_no_value_is_zero(self):
+        """Odoo's "no value" stays accepted by create and write (the ORM stores 0.0), not by
+        compute_sum, which has no field to default."""
+        operation = self.new_operation(None, False)
+        self.assertRecordValues(operation, [{"field_1": 0.0, "field_2": 0.0}])
+        operation.write({"field_1": 2**53 + 1, "field_2": 10**300})
+        self.assertRecordValues(operation, [{"field_1": 2.0**53, "field_2": 1e300}])
+        for value in (None, False):
+            with self.subTest(value=value), self.assertRaises(ValidationError):
+                self.Operation.compute_sum(1, value)
+
+    def test_compute_sum_of_huge_ints(self):
+        """Ints travel unchanged and the service adds them exactly; a sum beyond the float
+        range is a ValidationError, not an OverflowError."""
+        self.assertEqual(self.Operation.compute_sum(2**53 + 1, 1), float(2**53 + 2))
+        big = 10**308
+        self.assertEqual(self.Operation.compute_sum(big, 0), 1e308)
+        with self.assertRaisesRegex(ValidationError, "too large for a floating-point number"):
+            self.Operation.compute_sum(big, big)
+
+    def test_doctests(self):
+        failures, _tried = doctest.testmod(compute_operation)
+        self.assertEqual(failures, 0)
+
     def test_broker_unreachable_keeps_input_and_fails_fast(self):
         self.set_broker(self.env, CLOSED_PORT_URL)
         operation = self.new_operation(2, 3)
@@ -102,8 +150,11 @@ class TestComputeOperation(ComputeBridgeCase):
         self.assertEqual(self.Operation.compute_sum(99999, 99999), 199998.0)
 
     def test_compute_sum_invalid_operand(self):
-        with self.assertRaisesRegex(ValidationError, "refused the operands"):
+        with self.assertRaisesRegex(ValidationError, r"^First Value .* not 'abc' \(str\)\.$"):
             self.Operation.compute_sum("abc", 1)
+        # finite operands whose float sum overflows: the service refuses them
+        with self.assertRaisesRegex(ValidationError, "refused the operands"):
+            self.Operation.compute_sum(1e308, 1e308)
 
     def test_compute_sum_broker_unreachable(self):
         self.set_broker(self.env, CLOSED_PORT_URL)

@@ -38,7 +38,16 @@ class TestXmlRpc(HttpCase):
     def test_compute_sum_refused_operand_is_a_readable_fault(self):
         with self.assertRaises(xmlrpc.client.Fault) as caught:
             self.execute("compute_sum", "abc", 1)
-        self.assertIn("refused the operands", caught.exception.faultString)
+        self.assertEqual(caught.exception.faultCode, 2)  # a UserError/ValidationError
+        self.assertIn("First Value must be a finite number, not 'abc' (str).",
+                      caught.exception.faultString)
+
+    def test_hostile_create_is_a_readable_fault(self):
+        for value in ("\u202e123", [1], {"a": 1}, "nan"):
+            with self.subTest(value=value), self.assertRaises(xmlrpc.client.Fault) as caught:
+                self.execute("create", {"field_1": value, "field_2": 1})
+            self.assertEqual(caught.exception.faultCode, 2)
+            self.assertNotIn("Traceback", caught.exception.faultString)
 
     def test_broker_unreachable_is_a_plain_reply(self):
         ComputeBridgeCase.set_broker(self.env, "pyamqp://guest:guest@127.0.0.1:1")
