@@ -1,6 +1,7 @@
 import os
 
 from odoo import api, fields, models
+from odoo.exceptions import AccessError, UserError
 
 from ..rpc import (
     BROKER_URL_ENV_VAR,
@@ -11,20 +12,23 @@ from ..rpc import (
     mask_url,
     read_config,
 )
-from ..rpc.config import DEFAULT_RPC_TIMEOUT
+from ..rpc.config import DEFAULT_RPC_TIMEOUT, MASK, MaskedPassword, unmask_url
 from ..rpc.probe import probe_compute
+
+MANAGER_GROUP = "compute_bridge.group_compute_bridge_manager"
 
 
 class ResConfigSettings(models.TransientModel):
     _inherit = "res.config.settings"
 
+    # Not a config_parameter field: default_get would read the parameter with sudo() for anyone
+    # and hand out the password. get_values() shows it masked to managers, set_values() saves it.
     compute_bridge_broker_url = fields.Char(
         string="Broker URL",
-        config_parameter=BROKER_URL_PARAM,
-        default=DEFAULT_BROKER_URL,
         help="RabbitMQ URL the Nameko services listen on, e.g. "
-        "pyamqp://user:password@rabbitmq:5672/vhost. The environment variable "
-        "%s overrides it when set." % BROKER_URL_ENV_VAR,
+        "pyamqp://user:password@rabbitmq:5672/vhost. The saved password is shown as %s: "
+        "leave it so to keep it. The environment variable %s overrides the URL when set."
+        % (MASK, BROKER_URL_ENV_VAR),
     )
     compute_bridge_rpc_timeout = fields.Float(
         string="RPC Timeout (s)",
@@ -45,15 +49,36 @@ class ResConfigSettings(models.TransientModel):
         for settings in self:
             settings.compute_bridge_broker_url_from_env = from_env
 
+    def get_values(self):
+        """The broker URL with its password masked, and only for the bridge's managers."""
+        values = super().get_values()
+        values["compute_bridge_broker_url"] = (
+            mask_url(self._compute_bridge_stored_url())
+            if self._compute_bridge_is_manager() else False
+        )
+        return values
+
+    def set_values(self):
+        """Save the broker URL (managers only); a masked password keeps the saved one."""
+        super().set_values()
+        if not self._compute_bridge_is_manager():
+            return
+        url = self._compute_bridge_submitted_url()
+        if url != self._compute_bridge_stored_url():
+            self.env["ir.config_parameter"].sudo().set_param(BROKER_URL_PARAM, url or False)
+
     def action_compute_bridge_test_connection(self):
         """Settings' "Test connection": a real 1 + 1 through the broker and the compute service.
 
-        Uses the values on screen, saved or not, so a URL can be tried before it is saved;
-        the environment variable still wins, as it does for every call.
+        Uses the values on screen, saved or not, so a URL can be tried before it is saved; the
+        masked password on screen stands for the saved one (never for another user or host),
+        and the environment variable still wins, as it does for every call.
         """
         self.ensure_one()
+        if not self._compute_bridge_is_manager():
+            raise AccessError(self.env._("Only Compute Bridge managers can test the connection."))
         on_screen = {
-            BROKER_URL_PARAM: self.compute_bridge_broker_url,
+            BROKER_URL_PARAM: self._compute_bridge_submitted_url(),
             RPC_TIMEOUT_PARAM: self.compute_bridge_rpc_timeout,
         }
         config = read_config(on_screen.get, os.environ)
@@ -67,6 +92,27 @@ class ResConfigSettings(models.TransientModel):
             a=probe.operands[0], b=probe.operands[1], result=probe.result, ms=probe.round_trip_ms,
         )
         return self._compute_bridge_test_notification(title, message, "success")
+
+    @api.model
+    def _compute_bridge_is_manager(self):
+        return self.env.is_superuser() or self.env.user.has_group(MANAGER_GROUP)
+
+    @api.model
+    def _compute_bridge_stored_url(self):
+        """The URL calls use when the environment does not override it (see read_config)."""
+        ICP = self.env["ir.config_parameter"].sudo()
+        return (ICP.get_param(BROKER_URL_PARAM) or "").strip() or DEFAULT_BROKER_URL
+
+    def _compute_bridge_submitted_url(self):
+        """The URL on screen, stripped, its masked password replaced by the saved one."""
+        self.ensure_one()
+        try:
+            return unmask_url((self.compute_bridge_broker_url or "").strip(),
+                              self._compute_bridge_stored_url())
+        except MaskedPassword as error:
+            raise UserError(self.env._(
+                "The broker URL's password is shown as %s: type it again when you change "
+                "the URL's user, host or port.", MASK)) from error
 
     def _compute_bridge_test_notification(self, title, message, kind):
         return {

@@ -28,6 +28,11 @@ DEFAULT_BROKER_URL = "pyamqp://guest:guest@localhost"
 DEFAULT_RPC_TIMEOUT = 5.0  # seconds; the compute service answers in milliseconds
 MASK = "***"
 
+
+class MaskedPassword(ValueError):
+    """A URL with the masked password (``***``) that :func:`unmask_url` cannot fill in."""
+
+
 BridgeConfig = collections.namedtuple(
     "BridgeConfig", ["broker_url", "timeout", "broker_url_from_env"]
 )
@@ -85,3 +90,46 @@ def mask_url(url):
     userinfo, _at, hostinfo = parts.netloc.rpartition("@")
     user = userinfo.split(":", 1)[0]
     return urllib.parse.urlunsplit(parts._replace(netloc="%s:%s@%s" % (user, MASK, hostinfo)))
+
+
+def unmask_url(url, stored_url):
+    """``url`` as submitted from Settings, with a masked password put back from ``stored_url``.
+
+    Settings shows the stored URL masked (:func:`mask_url`), so the password can be written but
+    never read back; a form saved or tested as it was shown sends the mask back, meaning "keep
+    the stored password". It is put back only for the same user at the same host and port: a
+    URL edited to point elsewhere never receives the stored password (:class:`MaskedPassword`).
+
+    >>> stored = "pyamqp://u:p%40ss@rabbit:5672/vhost"
+    >>> unmask_url(mask_url(stored), stored)
+    'pyamqp://u:p%40ss@rabbit:5672/vhost'
+    >>> unmask_url("pyamqp://u:***@rabbit:5672/other?heartbeat=30", stored)
+    'pyamqp://u:p%40ss@rabbit:5672/other?heartbeat=30'
+    >>> unmask_url("pyamqp://u:new@elsewhere", stored)  # a typed password is taken as typed
+    'pyamqp://u:new@elsewhere'
+    >>> try:
+    ...     unmask_url("pyamqp://u:***@elsewhere:5672/vhost", stored)
+    ... except MaskedPassword as error:
+    ...     print(error)
+    the URL's password is masked and its user or host changed
+    """
+    if url == mask_url(stored_url):
+        return stored_url
+    parts = urllib.parse.urlsplit(url or "")
+    if parts.password != MASK:
+        return url
+    try:
+        stored = urllib.parse.urlsplit(stored_url or "")
+        same_account = stored.password is not None and (
+            (parts.username, parts.hostname, parts.port)
+            == (stored.username, stored.hostname, stored.port)
+        )
+    except ValueError:  # an invalid port in either URL
+        same_account = False
+    if not same_account:
+        raise MaskedPassword("the URL's password is masked and its user or host changed")
+    userinfo, _at, hostinfo = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return urllib.parse.urlunsplit(
+        parts._replace(netloc="%s:%s@%s" % (user, stored.password, hostinfo))
+    )

@@ -1,5 +1,6 @@
 import re
 
+from odoo.exceptions import AccessError, UserError
 from odoo.tests import tagged
 
 from ..rpc import BROKER_URL_ENV_VAR, ServiceUnavailable, read_config
@@ -41,6 +42,27 @@ class TestTestConnection(ComputeBridgeCase):
         text = params["title"] + params["message"]
         self.assertNotIn(SECRET, text)
         self.assertIn("guest:***@127.0.0.1:1", text)
+
+    def test_masked_password_on_screen_is_the_saved_one(self):
+        """Settings shows the saved URL masked: testing it as shown uses the saved password,
+        which never follows a URL edited to point to another host."""
+        self.set_broker(self.env, BROKER_URL)
+        shown = self.env["res.config.settings"].with_user(self.admin).default_get(
+            ["compute_bridge_broker_url"])["compute_bridge_broker_url"]
+        self.assertIn(":***@", shown)
+        params = self.press_test_connection(shown)
+        self.assertEqual(params["type"], "success", params["message"])
+        self.set_broker(self.env, CLOSED_PORT_URL)
+        params = self.press_test_connection("pyamqp://guest:***@127.0.0.1:1")
+        self.assertEqual(params["type"], "danger")
+        self.assertNotIn(SECRET, params["title"] + params["message"])
+        with self.assertRaisesRegex(UserError, "type it again"):
+            self.press_test_connection("pyamqp://guest:***@elsewhere.invalid:1")
+
+    def test_only_managers_test_the_connection(self):
+        settings = self.env["res.config.settings"].create({})
+        with self.assertRaises(AccessError):
+            settings.with_user(self.user).action_compute_bridge_test_connection()
 
     def test_probe_names_a_missing_service(self):
         config = read_config({}.get, {BROKER_URL_ENV_VAR: BROKER_URL})
