@@ -24,7 +24,15 @@ import time
 
 _logger = logging.getLogger(__name__)
 
-MAX_IDLE_PER_KEY = 4  # a threaded server rarely runs more concurrent calls than this per key
+# Odoo's threaded server (workers = 0) serves each HTTP request in a thread of its own: unbounded
+# by default, at most ODOO_MAX_HTTP_THREADS when set (automatic value: (db_maxconn -
+# max_cron_threads) // 2 = 31), and in practice a handful to a dozen busy at once. Below the
+# steady concurrency, each extra caller opens and closes a proxy (a connection and a reply queue)
+# per call; above it, idle proxies only hold a connection each until MAX_IDLE_SECONDS. A prefork
+# worker serves one request at a time and keeps one. Each checked-out proxy also uses up to two
+# pooled kombu publisher connections (confirmed, unconfirmed), bounded by kombu's pool limit
+# (10 per pool; a caller beyond it waits for a free one).
+MAX_IDLE_PER_KEY = 16
 MAX_IDLE_SECONDS = 300  # brokers and firewalls drop idle AMQP connections; don't reuse old ones
 
 
