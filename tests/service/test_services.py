@@ -10,6 +10,7 @@ import requests
 from eventlet import wsgi
 from nameko.events import event_handler
 from nameko.exceptions import RemoteError
+from nameko.standalone.events import event_dispatcher
 from nameko.standalone.rpc import ServiceRpcProxy
 from nameko.testing.services import entrypoint_hook, entrypoint_waiter
 
@@ -47,12 +48,41 @@ def test_compute_tells_notify(container_factory, config, caplog, notify_via):
     compute.start()
     notify.start()
 
-    notify_entrypoint = "on_operation_completed" if notify_via == "event" else "send"
+    notify_entrypoint = "on_operations_completed" if notify_via == "event" else "send"
     with caplog.at_level(logging.INFO, logger="services.notify"):
         with entrypoint_waiter(notify, notify_entrypoint, timeout=WAIT):
             with entrypoint_hook(compute, "method") as method:
                 assert method(99999, 99999) == 199998
     assert "Operation completed 199998" in caplog.text
+
+
+def test_notifications_of_a_burst_are_logged_one_line_per_call(
+        container_factory, config, caplog):
+    config["NOTIFY_VIA"] = "event"
+    compute = container_factory(ComputeService, config)
+    notify = container_factory(NotifyService, config)
+    compute.start()
+    notify.start()
+    calls = 20
+    with caplog.at_level(logging.INFO, logger="services.notify"):
+        with ServiceRpcProxy("compute", config, timeout=WAIT) as compute_rpc:
+            replies = [compute_rpc.method.call_async(i, 1000) for i in range(calls)]
+            assert [reply.result() for reply in replies] == [i + 1000 for i in range(calls)]
+        with eventlet.Timeout(WAIT):
+            while caplog.text.count("Operation completed 1") < calls:
+                eventlet.sleep(0.05)
+    lines = [record.getMessage() for record in caplog.records if record.name == "services.notify"]
+    assert sorted(lines) == sorted("Operation completed %d" % (i + 1000) for i in range(calls))
+
+
+def test_notify_still_logs_the_single_message_event_of_earlier_versions(
+        container_factory, config, caplog):
+    notify = container_factory(NotifyService, config)
+    notify.start()
+    with caplog.at_level(logging.INFO, logger="services.notify"):
+        with entrypoint_waiter(notify, "on_operation_completed", timeout=WAIT):
+            event_dispatcher(config)("compute", "operation_completed", "Operation completed 7")
+    assert "Operation completed 7" in caplog.text
 
 
 def test_notify_is_callable_over_rpc_as_in_the_blog_post(container_factory, config, caplog):

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from nameko.testing.services import worker_factory
 
 from services import instance
-from services.compute import ComputeService, InvalidOperand, Notifier, add
+from services.compute import NOTIFY_BATCH_MAX, ComputeService, InvalidOperand, Notifier, add
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 FLOAT_MAX = sys.float_info.max
@@ -180,7 +180,7 @@ def test_generated_hostile_values_are_refused(bad, good, bad_first):
     assert compute.method(1, 2) == 3
 
 
-# -- the Notifier: sends after the reply, never fails the call ----------------------------------
+# -- the Notifier: sends after the reply, batched, never fails the call --------------------------
 
 
 @pytest.fixture
@@ -191,24 +191,80 @@ def notifier(mock_container):
     bound = Notifier().bind(mock_container, "notify")
     bound.via = "event"
     bound._pending = {}
+    bound._batch = []
+    bound._flush_scheduled = False
     bound.send_now = Mock()
+    bound.send_batch = Mock()
     return bound
 
 
 def test_notifier_sends_only_once_the_worker_has_its_result(notifier):
     worker_ctx = Mock()
     notifier.get_dependency(worker_ctx)("Operation completed 3")
+    notifier.worker_result(worker_ctx, 3)
+    notifier.send_batch.assert_not_called()  # batched: sent by the flush that is now scheduled
+    notifier.container.spawn_managed_thread.assert_called_once_with(notifier._flush_later)
+    notifier.flush()
+    notifier.send_batch.assert_called_once_with(["Operation completed 3"])
+
+
+def test_notifier_batches_the_messages_of_many_workers_in_one_event(notifier):
+    for total in range(3):
+        worker_ctx = Mock()
+        notifier.get_dependency(worker_ctx)("Operation completed %d" % total)
+        notifier.worker_result(worker_ctx, total)
+    notifier.container.spawn_managed_thread.assert_called_once()  # one flush for the batch
+    notifier.flush()
+    notifier.send_batch.assert_called_once_with(
+        ["Operation completed 0", "Operation completed 1", "Operation completed 2"])
+
+
+def test_notifier_sends_a_full_batch_at_once(notifier):
+    for total in range(NOTIFY_BATCH_MAX):
+        worker_ctx = Mock()
+        notifier.get_dependency(worker_ctx)("Operation completed %d" % total)
+        notifier.worker_result(worker_ctx, total)
+    notifier.send_batch.assert_called_once()
+    assert len(notifier.send_batch.call_args.args[0]) == NOTIFY_BATCH_MAX
+    assert notifier._batch == []
+
+
+def test_notifier_sends_what_is_left_when_the_container_stops(notifier):
+    worker_ctx = Mock()
+    notifier.get_dependency(worker_ctx)("Operation completed 3")
+    notifier.worker_result(worker_ctx, 3)
+    notifier.stop()
+    notifier.send_batch.assert_called_once_with(["Operation completed 3"])
+
+
+def test_notifier_via_rpc_sends_each_message(notifier):
+    notifier.via = "rpc"
+    worker_ctx = Mock()
+    notifier.get_dependency(worker_ctx)("Operation completed 3")
     notifier.send_now.assert_not_called()
     notifier.worker_result(worker_ctx, 3)
     notifier.send_now.assert_called_once_with(worker_ctx, "Operation completed 3")
+    notifier.send_batch.assert_not_called()
 
 
 def test_notifier_failure_is_logged_not_raised(notifier, caplog):
     worker_ctx = Mock()
+    notifier.send_batch.side_effect = ConnectionError("broker gone")
+    notifier.get_dependency(worker_ctx)("Operation completed 3")
+    notifier.worker_result(worker_ctx, 3)
+    notifier.flush()
+    assert "could not notify 1 messages via event, first 'Operation completed 3'" in caplog.text
+    assert notifier._pending == {}
+    assert notifier._batch == []
+
+
+def test_notifier_rpc_failure_is_logged_not_raised(notifier, caplog):
+    notifier.via = "rpc"
+    worker_ctx = Mock()
     notifier.send_now.side_effect = ConnectionError("broker gone")
     notifier.get_dependency(worker_ctx)("Operation completed 3")
     notifier.worker_result(worker_ctx, 3)
-    assert "could not notify 'Operation completed 3'" in caplog.text
+    assert "could not notify 'Operation completed 3' via rpc" in caplog.text
     assert notifier._pending == {}
 
 
