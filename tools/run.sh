@@ -76,7 +76,6 @@ db_password = ${PGPASSWORD:-False}
 http_port = $HTTP_PORT
 gevent_port = $((HTTP_PORT + 3))
 db_name = $DB
-dbfilter = ^$DB\$
 list_db = False
 without_demo = all
 CONF
