@@ -100,7 +100,7 @@ run_rc=${PIPESTATUS[0]}
 # Odoo's runner exits 0 even when tests fail; its log says "N failed, N error(s) of N tests".
 # Match that summary only: a log line such as "operation 1 failed: ..." is not a test failure.
 summary=$(grep -E 'compute_bridge: [0-9]+ tests|[0-9]+ failed, [0-9]+ error\(s\) of [0-9]+ tests|Ran [0-9]+ tests' "$RUN_DIR/odoo-runner.log" | tail -1)
-echo "odoo runner: ${summary:-no summary}" > "$RUN_DIR/odoo-runner-summary.txt"
+echo "odoo runner: ${summary#*odoo.tests.result: }" > "$RUN_DIR/odoo-runner-summary.txt"
 if [ "$run_rc" -ne 0 ] || grep -qE '(ERROR|CRITICAL) .*(FAIL|ERROR):|[1-9][0-9]* failed, [0-9]+ error|[0-9]+ failed, [1-9][0-9]* error\(s\)' "$RUN_DIR/odoo-runner.log"; then
     echo "Odoo's runner reported failures" >&2
     rc=1

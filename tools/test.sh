@@ -95,6 +95,10 @@ layer_odoo() {
     fi
     export ODOO_SRC
     start_stack broker postgres
+    # The services beat into the Odoo under test, so that the heartbeat test sees real beats.
+    HEARTBEAT_SECRET=$("$PY" -c 'import secrets; print(secrets.token_urlsafe(24))')
+    export HEARTBEAT_SECRET COMPUTE_BRIDGE_HEARTBEAT_SECRET=$HEARTBEAT_SECRET
+    export HEARTBEAT_URL=http://127.0.0.1:${COMPUTE_BRIDGE_TEST_HTTP_PORT:-8169}/compute_bridge/heartbeat
     start_services
     tools/odoo_test.sh
     local rc=$?
@@ -106,6 +110,7 @@ layer_odoo() {
     done
     [ "$rc" -ne 0 ] && { SUMMARY+=("odoo: FAILED (exit $rc)"); FAILED=1; }
     stop_services
+    unset HEARTBEAT_URL HEARTBEAT_SECRET COMPUTE_BRIDGE_HEARTBEAT_SECRET
 }
 
 layer_faults() {
