@@ -37,6 +37,7 @@ from .pool import ProxyPool
 
 _logger = logging.getLogger(__name__)
 
+IMPORT_TIMEOUT = 60  # seconds; a cold import of nameko, kombu and eventlet takes ~1 s
 BATCH_CHUNK_SIZE = 200  # requests in flight on one proxy before we collect their replies
 CONNECT_RETRIES = 1  # one immediate retry of the first connection (a broker restarting)
 LIVENESS_PROBE_SECONDS = 0.001  # read bound once select() said the idle socket is readable
@@ -301,8 +302,33 @@ def _nameko_support():
     global _support
     with _support_lock:
         if _support is None:
+            _first_import_off_request_thread()
             _support = _build_support()
     return _support
+
+
+def _first_import_off_request_thread():
+    """Import eventlet (through nameko) for the first time in a daemon thread.
+
+    eventlet's first import makes a fresh copy of the ``threading`` module, which takes over the
+    end-of-thread lock of the thread that imports it: that thread then never counts as finished,
+    and a process whose first call ran in an Odoo request thread hangs at exit, waiting for it.
+    A daemon thread that imports and is left behind is never waited for. In the main thread
+    (prefork workers, scripts) nothing is taken over that matters, so we import there directly.
+    """
+    if "eventlet" in sys.modules or threading.current_thread() is threading.main_thread():
+        return
+    imported = threading.Event()
+
+    def import_nameko():
+        try:
+            import nameko.standalone.rpc  # noqa: F401  pylint: disable=unused-import
+        finally:
+            imported.set()
+
+    threading.Thread(target=import_nameko, name="compute_bridge-import", daemon=True).start()
+    # The caller imports again right after: a failed import raises there, with its real error.
+    imported.wait(IMPORT_TIMEOUT)
 
 
 def _build_support():
