@@ -116,11 +116,26 @@ class TestAccess(SettingsCase):
                 self.assertFalse(self.shown_url(user))
         self.assertEqual(self.shown_url(self.env.ref("base.user_admin")), MASKED_URL)
 
-    def test_manager_cannot_open_settings(self):
+    def test_manager_loads_the_settings_view_only(self):
         """Saving Settings writes every application's parameters with sudo(): administrators
-        only (they are managers too), the same for the bridge's manager."""
+        only (they are managers too). The bridge's manager may load the form's view, but
+        neither create Settings, nor read the administrators' records, nor call set_values()."""
+        self.save(SECRET_URL, self.env.ref("base.user_admin"))
+        admin_settings = self.env["res.config.settings"].with_user(
+            self.env.ref("base.user_admin")).create({"web_app_name": "typed by the admin"})
+        Settings = self.env["res.config.settings"].with_user(self.manager)
+        views = Settings.get_views([[False, "form"]])
+        self.assertNotIn(SECRET, str(views))
         with self.assertRaises(AccessError):
-            self.env["res.config.settings"].with_user(self.manager).create({})
+            Settings.create({})
+        self.assertFalse(Settings.search([("id", "=", admin_settings.id)]))
+        with self.assertRaises(AccessError):
+            admin_settings.with_user(self.manager).read(["web_app_name"])
+        app_name = self.env["ir.config_parameter"].sudo().get_param("web.web_app_name")
+        with self.assertRaises(AccessError):
+            Settings.set_values()  # an empty recordset would save every field as empty
+        self.assertEqual(
+            self.env["ir.config_parameter"].sudo().get_param("web.web_app_name"), app_name)
         menus = self.env["ir.ui.menu"].with_user(self.manager)._visible_menu_ids()
         self.assertNotIn(self.env.ref("compute_bridge.compute_bridge_settings_menu").id, menus)
         self.assertNotIn(self.env.ref("compute_bridge.compute_bridge_menu_configuration").id, menus)
