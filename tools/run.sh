@@ -23,9 +23,11 @@ stop_all() {
     stopping=1
     echo
     echo "==> stopping"
-    for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null; done
+    # SIGTERM, not SIGINT: a job a script starts in the background ignores SIGINT. Odoo and
+    # `nameko run` both stop gracefully on SIGTERM.
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
     for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
         kill -9 "$pid" 2>/dev/null
     done
     python3 tools/stack.py down
@@ -50,7 +52,8 @@ echo "==> starting the Nameko services: nameko run --broker <AMQP_URI> services"
 if [ -n "$ODOO_SRC" ]; then
     export HEARTBEAT_URL=${HEARTBEAT_URL:-http://127.0.0.1:$HTTP_PORT/compute_bridge/heartbeat}
 fi
-"$VENV/bin/nameko" run --broker "$AMQP_URI" services 2>&1 | sed -u 's/^/[services] /' &
+# The prefix goes through a process substitution so that $! is nameko itself, not sed.
+"$VENV/bin/nameko" run --broker "$AMQP_URI" services > >(sed -u 's/^/[services] /') 2>&1 &
 PIDS+=($!)
 "$PY" tools/wait_services.py "$AMQP_URI" || exit 1
 

@@ -49,8 +49,8 @@ start_services() {
 
 stop_services() {
     if [ -n "$SERVICES_PID" ]; then
-        kill -INT "$SERVICES_PID" 2>/dev/null
-        for _ in $(seq 50); do kill -0 "$SERVICES_PID" 2>/dev/null || break; sleep 0.2; done
+        kill -TERM "$SERVICES_PID" 2>/dev/null  # background jobs ignore SIGINT
+        for _ in $(seq 100); do kill -0 "$SERVICES_PID" 2>/dev/null || break; sleep 0.2; done
         kill -9 "$SERVICES_PID" 2>/dev/null
         SERVICES_PID=""
     fi
