@@ -39,18 +39,7 @@ export PYTHONPATH=$ODOO_SRC${PYTHONPATH:+:$PYTHONPATH}
 
 mkdir -p "$RUN_DIR" "$I18N_DIR"
 CONF=$RUN_DIR/odoo-i18n.conf
-cat > "$CONF" <<CONF
-[options]
-addons_path = $REPO
-data_dir = $RUN_DIR/odoo-data
-db_host = $PGHOST
-db_port = $PGPORT
-db_user = $PGUSER
-db_password = ${PGPASSWORD:-False}
-list_db = True
-without_demo = all
-log_level = warn
-CONF
+python3 tools/stack.py odoo-conf "$CONF" --set list_db=True
 export CONF
 odoo() { "$PY" -m odoo -c "$CONF" "$@"; }
 

@@ -15,21 +15,7 @@ HTTP_PORT=${COMPUTE_BRIDGE_TEST_HTTP_PORT:-8169}
 export PYTHONPATH=$ODOO_SRC${PYTHONPATH:+:$PYTHONPATH}
 CONF=$RUN_DIR/odoo-test.conf
 
-cat > "$CONF" <<CONF
-[options]
-addons_path = $REPO
-data_dir = $RUN_DIR/odoo-data
-db_host = $PGHOST
-db_port = $PGPORT
-db_user = $PGUSER
-db_password = ${PGPASSWORD:-False}
-http_port = $HTTP_PORT
-http_interface = 127.0.0.1
-gevent_port = $((HTTP_PORT + 1))
-list_db = False
-without_demo = all
-log_level = warn
-CONF
+python3 tools/stack.py odoo-conf "$CONF" --http-port "$HTTP_PORT"
 
 # pytest-odoo 2.1.3's `load_http` fixture calls odoo.service.server.start(stop=True) once per test
 # module. With Odoo 18 that reads a test report that does not exist ('NoneType' object has no

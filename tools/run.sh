@@ -68,20 +68,8 @@ fi
 export PYTHONPATH=$ODOO_SRC${PYTHONPATH:+:$PYTHONPATH}
 export COMPUTE_BRIDGE_BROKER_URL=$AMQP_URI
 CONF=$RUN_DIR/odoo-run.conf
-cat > "$CONF" <<CONF
-[options]
-addons_path = $REPO
-data_dir = $RUN_DIR/odoo-data
-db_host = $PGHOST
-db_port = $PGPORT
-db_user = $PGUSER
-db_password = ${PGPASSWORD:-False}
-http_port = $HTTP_PORT
-gevent_port = $((HTTP_PORT + 3))
-db_name = $DB
-list_db = False
-without_demo = all
-CONF
+python3 tools/stack.py odoo-conf "$CONF" --http-port "$HTTP_PORT" --set http_interface= \
+    --set gevent_port=$((HTTP_PORT + 3)) --set db_name="$DB" --set log_level=info
 
 if ! psql -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -d postgres -tAc \
         "SELECT 1 FROM pg_database WHERE datname='$DB'" | grep -q 1; then

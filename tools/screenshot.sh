@@ -36,21 +36,7 @@ SERVICES_PID=$!
 
 export PYTHONPATH=$ODOO_SRC${PYTHONPATH:+:$PYTHONPATH} AMQP_URI
 CONF=$RUN_DIR/odoo-screenshot.conf
-cat > "$CONF" <<CONF
-[options]
-addons_path = $REPO
-data_dir = $RUN_DIR/odoo-data
-db_host = $PGHOST
-db_port = $PGPORT
-db_user = $PGUSER
-db_password = ${PGPASSWORD:-False}
-http_port = $HTTP_PORT
-http_interface = 127.0.0.1
-gevent_port = $((HTTP_PORT + 1))
-list_db = False
-without_demo = all
-log_level = warn
-CONF
+python3 tools/stack.py odoo-conf "$CONF" --http-port "$HTTP_PORT"
 # A fresh database each time, so the screenshot shows one new operation and no leftovers.
 # Odoo's own runner installs the addon and runs just the tour, with its HTTP server up.
 psql -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -d postgres -qc "DROP DATABASE IF EXISTS $DB" || exit 1

@@ -26,6 +26,7 @@ Command line::
     stack.py up broker postgres   # start what is missing; write .run/stack.env
     stack.py down                  # stop what this tool started
     stack.py odoo-src              # print the Odoo source folder, or nothing
+    stack.py odoo-conf FILE [--http-port N] [--set KEY=VALUE ...]  # our Odoo configuration
     stack.py ensure-tools          # apt-get install docker-compose, gettext, chromium if missing
 """
 
@@ -431,6 +432,40 @@ def ensure_tools():
 
 
 # --------------------------------------------------------------------------------------------
+# Odoo configuration
+# --------------------------------------------------------------------------------------------
+
+def write_odoo_conf(path, http_port=None, extra=()):
+    """Write the Odoo configuration every script of ours runs Odoo with: the repository root as
+    the addons path (it is an addons folder), PostgreSQL from ``PG*``, data under the run folder.
+
+    ``extra`` holds further ``key=value`` options (``db_name=compute_bridge``...).
+    """
+    options = [
+        ("addons_path", REPO),
+        ("data_dir", os.path.join(RUN_DIR, "odoo-data")),
+        ("db_host", os.environ.get("PGHOST", "127.0.0.1")),
+        ("db_port", os.environ.get("PGPORT", str(DEFAULT_PG_PORT))),
+        ("db_user", os.environ.get("PGUSER", PG_ROLE)),
+        ("db_password", os.environ.get("PGPASSWORD") or "False"),
+        ("list_db", "False"),
+        ("without_demo", "all"),
+        ("log_level", "warn"),
+    ]
+    if http_port:
+        options += [("http_port", str(http_port)), ("http_interface", "127.0.0.1"),
+                    # the websocket (gevent) port must not collide with another of our servers
+                    ("gevent_port", str(int(http_port) + 1))]
+    for item in extra:
+        key, _, value = item.partition("=")
+        options = [(k, v) for k, v in options if k != key] + [(key, value)]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as handle:
+        handle.write("[options]\n")
+        handle.writelines("%s = %s\n" % option for option in options)
+
+
+# --------------------------------------------------------------------------------------------
 
 def down(state):
     if state.get("COMPUTE_BRIDGE_OWNS_BROKER"):
@@ -454,6 +489,11 @@ def main(argv=None):
     src = sub.add_parser("odoo-src", help="print the Odoo source folder (download if allowed)")
     src.add_argument("--no-download", action="store_true")
     sub.add_parser("state", help="print the state file as JSON")
+    conf = sub.add_parser("odoo-conf", help="write an Odoo configuration file for this checkout")
+    conf.add_argument("path")
+    conf.add_argument("--http-port", type=int)
+    conf.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                      help="a further option, or a default replaced (repeatable)")
     sub.add_parser("ensure-tools", help="apt-get install the test tools that are missing")
     args = parser.parse_args(argv)
 
@@ -470,6 +510,8 @@ def main(argv=None):
         path = find_odoo_src(download=not args.no_download)
         if path:
             print(path)
+    elif args.command == "odoo-conf":
+        write_odoo_conf(args.path, args.http_port, args.extra)
     elif args.command == "state":
         print(json.dumps(read_state(), indent=2))
     elif args.command == "ensure-tools":
