@@ -8,3 +8,4 @@ from . import test_heartbeat
 from . import test_test_connection
 from . import test_tour
 from . import test_i18n
+from . import test_bridge_config
