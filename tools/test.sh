@@ -84,16 +84,24 @@ layer_services() {
     record "services (unit, service, integration)" "${PIPESTATUS[0]}" "$RUN_DIR/pytest-services.log"
 }
 
+# The Odoo source, looked up (and downloaded where allowed) once for every layer that needs it.
+odoo_src() {
+    if [ -z "${ODOO_SRC_LOOKED_UP:-}" ]; then
+        ODOO_SRC=$(python3 tools/stack.py odoo-src)
+        ODOO_SRC_LOOKED_UP=1
+        [ -n "$ODOO_SRC" ] && export ODOO_SRC
+    fi
+    [ -n "$ODOO_SRC" ]
+}
+
 layer_odoo() {
-    ODOO_SRC=$(python3 tools/stack.py odoo-src)
-    if [ -z "$ODOO_SRC" ]; then
+    if ! odoo_src; then
         echo
         echo "!!!!!!!! SKIPPED: Odoo tests — no Odoo 18.0 source at \$ODOO_SRC, in" \
              "${XDG_CACHE_HOME:-$HOME/.cache}/compute_bridge/odoo-18.0, nor downloadable. !!!!!!!!"
         SUMMARY+=("odoo: SKIPPED (no Odoo 18.0 source; see the line above)")
         return
     fi
-    export ODOO_SRC
     start_stack broker postgres
     # No HEARTBEAT_URL here: beats arriving while Odoo's runner installs the module wait on the
     # registry lock, and HttpCase then waits for those requests forever. Real services beating
@@ -116,14 +124,11 @@ layer_faults() {
     # Fault tests (tests/faults): their own RabbitMQ node (ports 5692/15692, stopped and restarted
     # by the tests), `nameko run` processes and an Odoo server on database cb_faults. Their own
     # pytest process and config: never under tests/conftest.py's eventlet patching.
-    ODOO_SRC=$(python3 tools/stack.py odoo-src)
-    if [ -z "$ODOO_SRC" ]; then
+    if ! odoo_src; then
         echo
         echo "!!!!!!!! SKIPPED: the Odoo fault tests — no Odoo 18.0 source (see the odoo layer);" \
              "only the broker and service fault tests run. !!!!!!!!"
         SUMMARY+=("faults: Odoo parts SKIPPED (no Odoo 18.0 source)")
-    else
-        export ODOO_SRC
     fi
     start_stack postgres
     note "fault tests: broker down/restarted, no consumer, SIGKILL mid-batch, concurrency, hostile input, security"

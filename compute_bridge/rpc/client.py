@@ -407,23 +407,20 @@ def _build_support():
         def __getattr__(self, name):
             if name.startswith("__"):
                 raise AttributeError(name)
-            if name not in self._proxies:
-                self._proxies[name] = ServiceProxy(
-                    self._worker_ctx, name, self._reply_listener,
-                    retry_policy=dict(PUBLISH_RETRY_POLICY),
-                    delivery_mode=REQUEST_DELIVERY_MODE,
-                )
-            return self._proxies[name]
+            return self._service_proxy(self._proxies, ServiceProxy, name)
 
         def unconfirmed(self, name):
             """The proxy of service ``name`` whose calls do not wait for publish confirms."""
-            if name not in self._unconfirmed:
-                self._unconfirmed[name] = UnconfirmedServiceProxy(
+            return self._service_proxy(self._unconfirmed, UnconfirmedServiceProxy, name)
+
+        def _service_proxy(self, cache, proxy_cls, name):
+            if name not in cache:
+                cache[name] = proxy_cls(
                     self._worker_ctx, name, self._reply_listener,
                     retry_policy=dict(PUBLISH_RETRY_POLICY),
                     delivery_mode=REQUEST_DELIVERY_MODE,
                 )
-            return self._unconfirmed[name]
+            return cache[name]
 
     class BridgeRpcProxy(ClusterRpcProxy):
         def __init__(self, config, timeout):

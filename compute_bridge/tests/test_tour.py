@@ -5,7 +5,6 @@ from unittest.mock import patch
 from odoo.tests import HttpCase, tagged
 from odoo.tests.common import ChromeBrowser
 
-from ..rpc import client
 from .common import BROKER_URL, ComputeBridgeCase
 
 # When set (tools/screenshot.sh sets it), the tour's browser saves the finished form there as
@@ -19,15 +18,6 @@ TOUR_TIMEOUT = 120  # seconds: asset bundles are built on the first visit, on 2 
 @tagged("post_install", "-at_install")
 class TestTour(HttpCase):
     """Headless Chromium adds 99999 and 99999 through the running Nameko services."""
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        # Load nameko/eventlet here, in the main thread, before the Suma request does it in an
-        # HTTP worker thread: eventlet's first import copies `threading`, which takes over the
-        # importing thread's end-of-thread lock, so that thread never counts as finished and
-        # the test process hangs at exit (threading._shutdown). See the report of this change.
-        client._nameko_support()
 
     def setUp(self):
         super().setUp()
