@@ -14,7 +14,8 @@ Every setting comes from the environment, with a default:
     enables the management plugin on that port.
 ``PGHOST`` / ``PGPORT`` / ``PGUSER`` / ``PGPASSWORD``
     An existing PostgreSQL to use. When ``PGHOST`` is unset, a private cluster runs in
-    ``.run/pg`` on ``COMPUTE_BRIDGE_PG_PORT`` (5439) with the role ``odoo``.
+    ``.run/pg`` on ``COMPUTE_BRIDGE_PG_PORT`` (5439) with the role ``odoo`` (as root, in the
+    system's temporary folder instead, where the ``postgres`` user can reach it).
 ``ODOO_SRC``
     An Odoo 18.0 source tree. Else ``${XDG_CACHE_HOME:-~/.cache}/compute_bridge/odoo-18.0``;
     else it is downloaded there, unless ``COMPUTE_BRIDGE_NO_DOWNLOAD=1``.
@@ -32,6 +33,7 @@ Command line::
 
 import argparse
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -41,6 +43,7 @@ import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -278,6 +281,12 @@ class PostgresCluster:
     def __init__(self, port=DEFAULT_PG_PORT):
         self.port = int(port)
         self.data = os.path.join(RUN_DIR, "pg")
+        if is_root():
+            # The server runs as the postgres user, who may not reach into the checkout (a clone
+            # under `mktemp -d` is mode 0700): keep the cluster in the system's temporary folder,
+            # one per run folder.
+            digest = hashlib.sha1(RUN_DIR.encode()).hexdigest()[:10]
+            self.data = os.path.join(tempfile.gettempdir(), "compute_bridge-pg-" + digest)
 
     @staticmethod
     def bindir():
@@ -293,6 +302,7 @@ class PostgresCluster:
     def _run(self, args, **kwargs):
         if is_root():
             args = ["runuser", "-u", "postgres", "--", *args]
+            kwargs.setdefault("cwd", "/")  # the postgres user may not enter our folder
         return subprocess.run(args, **kwargs)
 
     def start(self):
