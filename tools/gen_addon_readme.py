@@ -90,6 +90,9 @@ RST2HTML_SETTINGS = {
 IMAGE_RE = re.compile(r"^(?P<lead>\s*\.\. (?:figure|image|\|[^|]+\| image)::\s+)(?P<path>\S+)\s*$")
 TO_ADDON_DIR = "../"
 TO_DESCRIPTION_DIR = "static/description/"
+# Odoo's Apps screen drops <style> but keeps style attributes: without a width of its own, a
+# screenshot wider than the form runs off its side.
+IMAGE_WIDTH = "   :width: 100%"
 
 
 class GenerationError(Exception):
@@ -101,20 +104,23 @@ def read_manifest(addon_dir):
         return ast.literal_eval(handle.read())
 
 
-def _retarget_images(rst, old_prefix, new_prefix):
+def _retarget_images(rst, old_prefix, new_prefix, option=None):
+    """Images under old_prefix moved to new_prefix, each given `option` when there is one."""
     lines = []
     for line in rst.splitlines():
         match = IMAGE_RE.match(line)
         if match and match.group("path").startswith(old_prefix):
             line = match.group("lead") + new_prefix + match.group("path")[len(old_prefix) :]
-        lines.append(line)
+            lines.extend([line, option] if option else [line])
+        else:
+            lines.append(line)
     return "\n".join(lines) + "\n"
 
 
 def markdown_to_rst(markdown):
     """One Markdown fragment as reStructuredText, its images relative to the addon folder."""
     rst = mistune.create_markdown(renderer=RSTRenderer())(markdown)
-    return _retarget_images(rst, TO_ADDON_DIR, "")
+    return _retarget_images(rst, TO_ADDON_DIR, "", IMAGE_WIDTH)
 
 
 def read_fragments(addon_dir):
