@@ -17,7 +17,6 @@ it when nameko, kombu or amqp is upgraded. What it relies on:
 """
 
 import logging
-import socket
 import time
 import uuid
 
@@ -68,7 +67,7 @@ class Deadline:
         return self.remaining() <= 0
 
 
-class DeadlineExceeded(socket.timeout):
+class DeadlineExceeded(TimeoutError):
     """The deadline passed during a socket operation: the connection's state is unknown."""
 
 
@@ -79,13 +78,14 @@ class UnroutableRequest(Exception):
 def parse_broker_url(url):
     """``url`` as keyword arguments of :class:`amqp.Connection`, or raise InvalidBrokerUrl.
 
-    >>> sorted(parse_broker_url("pyamqp://u:p%40ss@rabbit/").items())
-    [('host', 'rabbit:5672'), ('password', 'p@ss'), ('ssl', False), ('userid', 'u'), ('virtual_host', '/')]
+    >>> address = parse_broker_url("pyamqp://u:p%40ss@rabbit/")
+    >>> address["host"], address["userid"], address["password"], address["virtual_host"]
+    ('rabbit:5672', 'u', 'p@ss', '/')
     >>> try:
     ...     parse_broker_url("http://u:secret@localhost:5672")
     ... except InvalidBrokerUrl as error:
-    ...     print(error)
-    The message broker URL http://u:***@localhost:5672 is not valid: the scheme must be amqp:// or pyamqp:// (amqps:// or pyamqps:// for TLS).
+    ...     print(error.params["detail"])
+    the scheme must be amqp:// or pyamqp:// (amqps:// or pyamqps:// for TLS)
     """
 
     def invalid(detail):
@@ -178,7 +178,7 @@ class RpcConnection:
                 raise DeadlineExceeded("no reply before the deadline")
             try:
                 self._connection.drain_events(timeout=remaining)
-            except socket.timeout as error:
+            except TimeoutError as error:
                 raise DeadlineExceeded("no reply before the deadline") from error
         if self.returned:
             raise UnroutableRequest()
@@ -200,7 +200,7 @@ class RpcConnection:
             self._connection.drain_events(timeout=0)
         except DeadlineExceeded:  # stuck in the middle of a frame
             return False
-        except socket.timeout:  # nothing to read: alive
+        except TimeoutError:  # nothing to read: alive
             return True
         except CONNECTION_ERRORS + (AttributeError,):  # AttributeError: already collected
             return False
