@@ -22,6 +22,7 @@ import uuid
 
 import amqp
 import amqp.transport
+from kombu.exceptions import ContentDisallowed, DecodeError
 from kombu.serialization import dumps, loads
 from kombu.utils.url import url_to_parts
 
@@ -32,7 +33,8 @@ _logger = logging.getLogger(__name__)
 RPC_EXCHANGE = "nameko-rpc"  # nameko's default RPC_EXCHANGE
 REPLY_QUEUE_TEMPLATE = "rpc.reply-compute_bridge-%s"  # nameko's rpc.reply-<caller>-<uuid>
 SERIALIZER = "json"  # nameko's default SERIALIZER
-ACCEPTED_CONTENT_TYPES = ("application/json",)
+ACCEPTED_CONTENT_TYPES = ("application/json",)  # never pickle from the network
+UNDECODABLE_REPLY = "UndecodableReply"  # exc_type of a reply in another format
 # Requests are sent transient: one outliving a broker restart would answer a reply queue that
 # died with it. Unacknowledged requests are still redelivered to another instance.
 REQUEST_DELIVERY_MODE = 1  # AMQP non-persistent
@@ -129,7 +131,8 @@ class RpcConnection:
 
     def __init__(self, broker_url, deadline):
         self.deadline = deadline
-        self.replies = {}  # correlation id -> (reply body, time.monotonic() of arrival)
+        # correlation id -> ((content type, encoding, body), time.monotonic() of arrival)
+        self.replies = {}
         self.returned = False
         self.reply_to = str(uuid.uuid4())
         self._connection = _DeadlineConnection(
@@ -172,7 +175,13 @@ class RpcConnection:
     def collect(self, correlation_ids):
         """Read replies until every one of ``correlation_ids`` has one, a request comes back
         (:class:`UnroutableRequest`) or the deadline passes (:class:`DeadlineExceeded`)."""
-        while not self.returned and any(cid not in self.replies for cid in correlation_ids):
+        pending = set(correlation_ids)
+        while True:
+            if self.returned:
+                raise UnroutableRequest()
+            pending.difference_update(self.replies)
+            if not pending:
+                return
             remaining = self.deadline.remaining()
             if remaining <= 0:
                 raise DeadlineExceeded("no reply before the deadline")
@@ -180,13 +189,14 @@ class RpcConnection:
                 self._connection.drain_events(timeout=remaining)
             except TimeoutError as error:
                 raise DeadlineExceeded("no reply before the deadline") from error
-        if self.returned:
-            raise UnroutableRequest()
 
     def pop_reply(self, correlation_id):
         """``(result, error, arrived)`` of a collected reply; ``error`` is ``(exc_type, value)``."""
         (content_type, encoding, body), arrived = self.replies.pop(correlation_id)
-        reply = loads(body, content_type, encoding, accept=ACCEPTED_CONTENT_TYPES)
+        try:
+            reply = loads(body, content_type, encoding, accept=ACCEPTED_CONTENT_TYPES)
+        except (ContentDisallowed, DecodeError) as error:
+            return None, (UNDECODABLE_REPLY, str(error)), arrived
         error = reply.get("error")
         if error:
             return None, (error.get("exc_type"), error.get("value")), arrived
@@ -195,6 +205,8 @@ class RpcConnection:
     def is_alive(self):
         """An idle connection has nothing to say: read only if its socket is readable. A
         connection the broker closed is readable (end of file) and reading it raises."""
+        if not self._connection.connected:
+            return False
         self.deadline = Deadline(LIVENESS_PROBE_SECONDS)
         try:
             self._connection.drain_events(timeout=0)
@@ -202,7 +214,7 @@ class RpcConnection:
             return False
         except TimeoutError:  # nothing to read: alive
             return True
-        except CONNECTION_ERRORS + (AttributeError,):  # AttributeError: already collected
+        except CONNECTION_ERRORS:
             return False
         return True  # a stray frame was read: the connection works
 
