@@ -46,6 +46,8 @@ def call_many(config, service, method, args_list):
     URL invalid, service not running) raises a ``BridgeError``; a failure of one request
     (remote error, no reply before the deadline) is in its outcome.
     """
+    if not args_list:
+        return []
     started = time.monotonic()  # before the first call's import of the AMQP libraries
     from .nameko_amqp import Deadline
 
@@ -116,7 +118,6 @@ def _send_and_collect(connection, config, service, method, args_list):
     except DeadlineExceeded:
         timed_out = ServiceTimeout(service=service, method=method, timeout=config.timeout,
                                    broker=broker_label(config.broker_url))
-        _logger.warning("%s (%d requests)", timed_out, len(args_list))
         late = CallOutcome(None, timed_out, config.timeout * 1000.0)
         outcomes.extend(
             _outcome(connection, correlation_id, sent_at, service, method)
@@ -124,6 +125,8 @@ def _send_and_collect(connection, config, service, method, args_list):
             for correlation_id in correlation_ids
         )
         outcomes.extend([late] * (len(args_list) - len(outcomes)))
+        _logger.warning("%s (%d of %d requests)", timed_out,
+                        sum(outcome is late for outcome in outcomes), len(args_list))
         return outcomes, False
     return outcomes, True
 

@@ -250,9 +250,10 @@ class _DeadlineMixin:
         super().__init__(*args, **kwargs)
 
     def _setup_transport(self):
-        super()._setup_transport()
+        result = super()._setup_transport()
         self._quick_recv = self._bounded(self._quick_recv)
         self._write = self._bounded(self._write)
+        return result
 
     def _bounded(self, operation):
         def bounded(data):

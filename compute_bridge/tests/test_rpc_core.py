@@ -7,6 +7,7 @@ tests/test_rpc_live.py checks the client against RabbitMQ and the services.
 """
 
 import ast
+import contextlib
 import doctest
 import os
 import pathlib
@@ -70,14 +71,12 @@ class MisbehavingPeer:
             threading.Thread(target=self._talk, args=(peer,), daemon=True).start()
 
     def _talk(self, peer):
-        with peer:
-            try:
-                peer.recv(AMQP_HEADER_SIZE)
-                while not self.closed.wait(DRIP_INTERVAL):
-                    if self.drip:
-                        peer.send(b"\x01")
-            except OSError:  # the client gave up and closed its socket
-                pass
+        # OSError: the client gave up and closed its socket, which ends the conversation.
+        with peer, contextlib.suppress(OSError):
+            peer.recv(AMQP_HEADER_SIZE)
+            while not self.closed.wait(DRIP_INTERVAL):
+                if self.drip:
+                    peer.send(b"\x01")
 
     def close(self):
         self.closed.set()
