@@ -230,30 +230,31 @@ class TestImportHygiene(BaseCase):
 class TestPool(BaseCase):
     def test_bounded_and_keyed(self):
         made = []
-        proxy_pool = pool.ConnectionPool(lambda key: made.append(key) or mock.Mock(), max_idle=2)
-        items = [proxy_pool.acquire(("url", 1.0)) for _ in range(3)]
+        connection_pool = pool.ConnectionPool(
+            lambda key: made.append(key) or mock.Mock(), max_idle=2)
+        items = [connection_pool.acquire(("url", 1.0)) for _ in range(3)]
         for item in items:
-            proxy_pool.release(item)
-        self.assertEqual(proxy_pool.idle_count(("url", 1.0)), 2)
+            connection_pool.release(item)
+        self.assertEqual(connection_pool.idle_count(("url", 1.0)), 2)
         items[2].resource.close.assert_called_once()
-        self.assertFalse(proxy_pool.acquire(("url", 2.0)).reused)  # another broker, another key
-        self.assertTrue(proxy_pool.acquire(("url", 1.0)).reused)
+        self.assertFalse(connection_pool.acquire(("url", 2.0)).reused)  # another key
+        self.assertTrue(connection_pool.acquire(("url", 1.0)).reused)
 
     def test_thread_safe_checkout(self):
-        proxy_pool = pool.ConnectionPool(lambda key: mock.Mock(), max_idle=100)
+        connection_pool = pool.ConnectionPool(lambda key: mock.Mock(), max_idle=100)
         in_use, clashes = set(), []
         lock = threading.Lock()
 
         def worker():
             for _ in range(200):
-                item = proxy_pool.acquire("k")
+                item = connection_pool.acquire("k")
                 with lock:
                     if id(item) in in_use:
                         clashes.append(item)
                     in_use.add(id(item))
                 with lock:
                     in_use.discard(id(item))
-                proxy_pool.release(item)
+                connection_pool.release(item)
 
         threads = [threading.Thread(target=worker) for _ in range(8)]
         for thread in threads:
@@ -262,24 +263,24 @@ class TestPool(BaseCase):
             thread.join()
         self.assertEqual(clashes, [])
 
-    def test_stale_idle_items_are_closed(self):
-        proxy_pool = pool.ConnectionPool(lambda key: mock.Mock(), max_idle_seconds=0)
-        first = proxy_pool.acquire("k")
-        proxy_pool.release(first)
-        second = proxy_pool.acquire("k")
+    def test_stale_idle_items_are_dropped(self):
+        connection_pool = pool.ConnectionPool(lambda key: mock.Mock(), max_idle_seconds=0)
+        first = connection_pool.acquire("k")
+        connection_pool.release(first)
+        second = connection_pool.acquire("k")
         self.assertIsNot(first, second)
-        first.resource.close.assert_called_once()
+        first.resource.abort.assert_called_once()
 
-    def test_child_process_forgets_parent_proxies_without_closing_them(self):
+    def test_child_process_forgets_parent_connections_without_closing_them(self):
         parent_resource = mock.Mock()
-        proxy_pool = pool.ConnectionPool(lambda key: parent_resource)
-        proxy_pool.release(proxy_pool.acquire("k"))
+        connection_pool = pool.ConnectionPool(lambda key: parent_resource)
+        connection_pool.release(connection_pool.acquire("k"))
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: what would a prefork worker get?
             try:
-                proxy_pool.after_fork_in_child()  # what os.register_at_fork runs for _POOL
-                answer = b"%d,%d" % (proxy_pool.idle_count(), parent_resource.close.call_count)
+                connection_pool.after_fork_in_child()  # what os.register_at_fork runs for _POOL
+                answer = b"%d,%d" % (connection_pool.idle_count(), parent_resource.close.call_count)
                 os.write(write_end, answer)
             finally:
                 os._exit(0)
@@ -288,15 +289,15 @@ class TestPool(BaseCase):
         answer = os.read(read_end, 100)
         os.close(read_end)
         self.assertEqual(answer, b"0,0")
-        self.assertEqual(proxy_pool.idle_count(), 1)  # the parent keeps its own
+        self.assertEqual(connection_pool.idle_count(), 1)  # the parent keeps its own
 
     def test_pid_check_catches_unannounced_fork(self):
-        proxy_pool = pool.ConnectionPool(lambda key: mock.Mock())
-        item = proxy_pool.acquire("k")
-        proxy_pool.release(item)
+        connection_pool = pool.ConnectionPool(lambda key: mock.Mock())
+        item = connection_pool.acquire("k")
+        connection_pool.release(item)
         with mock.patch.object(pool.os, "getpid", return_value=os.getpid() + 1):
-            self.assertEqual(proxy_pool.idle_count(), 0)
-            self.assertFalse(proxy_pool.acquire("k").reused)
+            self.assertEqual(connection_pool.idle_count(), 0)
+            self.assertFalse(connection_pool.acquire("k").reused)
         item.resource.close.assert_not_called()
 
     def test_fork_hook_registered_for_client_pool(self):
