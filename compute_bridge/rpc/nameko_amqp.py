@@ -265,6 +265,10 @@ class _DeadlineMixin:
             sock.settimeout(remaining if previous is None else min(previous, remaining))
             try:
                 return operation(data)
+            except TimeoutError:
+                if self._deadline_of().expired():  # the deadline, not the caller's timeout
+                    raise DeadlineExceeded("deadline passed") from None
+                raise
             finally:
                 sock.settimeout(previous)
 
