@@ -27,31 +27,31 @@ class IrConfigParameter(models.Model):
     @api.model
     def _compute_bridge_reason(self, error):
         """``error`` (an :class:`~..rpc.config.InvalidSetting`) in the user's language."""
-        _ = self.env._
         reasons = {
-            "empty": lambda: _("The broker URL is empty."),
-            "too_long": lambda limit: _(
+            "empty": lambda: self.env._("The broker URL is empty."),
+            "too_long": lambda limit: self.env._(
                 "The broker URL is longer than %(limit)s characters.", limit=limit),
-            "space": lambda: _("The broker URL contains a space or a control character."),
-            "failover_empty": lambda sep: _(
+            "space": lambda: self.env._("The broker URL contains a space or a control character."),
+            "failover_empty": lambda sep: self.env._(
                 "The broker URL's failover list (URLs separated by \"%(sep)s\") has an empty "
                 "entry.", sep=sep),
-            "no_scheme": lambda: _(
+            "no_scheme": lambda: self.env._(
                 "The broker URL has no scheme: write it as "
                 "pyamqp://user:password@host:5672/vhost."),
-            "scheme": lambda scheme, schemes: _(
-                "The broker URL's scheme \"%(scheme)s\" is not an AMQP one: use %(schemes)s.",
+            "scheme": lambda scheme, schemes: self.env._(
+                "The broker URL's scheme \"%(scheme)s\" is not an AMQP one: use one of "
+                "%(schemes)s.",
                 scheme=scheme, schemes=schemes),
-            "syntax": lambda: _("The broker URL cannot be read as a URL."),
-            "port": lambda low, high: _(
+            "syntax": lambda: self.env._("The broker URL cannot be read as a URL."),
+            "port": lambda low, high: self.env._(
                 "The broker URL's port must be a whole number from %(low)s to %(high)s.",
                 low=low, high=high),
-            "host": lambda: _("The broker URL names no host."),
-            "host_invalid": lambda: _("The broker URL's host name is not valid."),
-            "vhost": lambda length, limit: _(
+            "host": lambda: self.env._("The broker URL names no host."),
+            "host_invalid": lambda: self.env._("The broker URL's host name is not valid."),
+            "vhost": lambda length, limit: self.env._(
                 "The broker URL's virtual host is %(length)s bytes long; AMQP allows at most "
                 "%(limit)s.", length=length, limit=limit),
-            "rpc_timeout": lambda low, high: _(
+            "rpc_timeout": lambda low, high: self.env._(
                 "The RPC timeout must be a number of seconds from %(low)s to %(high)s.",
                 low="%g" % low, high="%g" % high),
         }

@@ -45,6 +45,7 @@ class ResConfigSettings(models.TransientModel):
         help="Seconds to wait for a service's reply before the operation is marked failed.",
     )
     compute_bridge_broker_url_from_env = fields.Boolean(
+        string="Broker URL Set by the Environment",
         compute="_compute_compute_bridge_broker_url_from_env",
     )
 
@@ -118,15 +119,15 @@ class ResConfigSettings(models.TransientModel):
             probe = probe_compute(config)
         except BridgeError as error:  # str() is readable and has the password masked
             return self._compute_bridge_test_notification(title, str(error), "danger")
+        if self.compute_bridge_broker_url_from_env:
+            message = self.env._(
+                "Broker and compute service reachable with this URL, but operations use %s, "
+                "set in the server environment, instead.", BROKER_URL_ENV_VAR)
+            return self._compute_bridge_test_notification(title, message, "warning")
         message = self.env._(
             "Broker and compute service reachable: %(a)s + %(b)s = %(result)s in %(ms).1f ms",
             a=probe.operands[0], b=probe.operands[1], result=probe.result, ms=probe.round_trip_ms,
         )
-        if self.compute_bridge_broker_url_from_env:
-            message = self.env._(
-                "%(message)s. Operations do not use this URL: %(variable)s, set in the server "
-                "environment, overrides it.", message=message, variable=BROKER_URL_ENV_VAR)
-            return self._compute_bridge_test_notification(title, message, "warning")
         return self._compute_bridge_test_notification(title, message, "success")
 
     @api.model

@@ -192,8 +192,8 @@ def check_broker_url(url):
     ...         check_broker_url(bad)
     ...     except InvalidBrokerUrl as error:
     ...         print("%s: %s" % (error.code, error))
-    scheme: the scheme "http" is not an AMQP one: use pyamqp, amqp, amqps or librabbitmq
-    scheme: the scheme "redis" is not an AMQP one: use pyamqp, amqp, amqps or librabbitmq
+    scheme: the scheme "http" is not an AMQP one: use one of pyamqp, amqp, amqps, librabbitmq
+    scheme: the scheme "redis" is not an AMQP one: use one of pyamqp, amqp, amqps, librabbitmq
     no_scheme: the broker URL has no scheme: write it as pyamqp://user:password@host:5672/vhost
     host: the broker URL names no host
     port: the broker URL's port must be a whole number from 1 to 65535
@@ -229,10 +229,9 @@ def _check_one_broker_url(url):
         raise InvalidBrokerUrl("no_scheme", "the broker URL has no scheme: write it as "
                                "pyamqp://user:password@host:5672/vhost")
     if scheme not in BROKER_URL_SCHEMES:
-        raise InvalidBrokerUrl("scheme", 'the scheme "%(scheme)s" is not an AMQP one: use '
-                               "%(schemes)s", scheme=scheme,
-                               schemes=", ".join(BROKER_URL_SCHEMES[:-1]) + " or "
-                               + BROKER_URL_SCHEMES[-1])
+        raise InvalidBrokerUrl("scheme", 'the scheme "%(scheme)s" is not an AMQP one: use one '
+                               "of %(schemes)s", scheme=scheme,
+                               schemes=", ".join(BROKER_URL_SCHEMES))
     try:
         split = urllib.parse.urlsplit(url)
     except ValueError:  # e.g. an unclosed "[" of an IPv6 address
@@ -289,5 +288,6 @@ def check_rpc_timeout(value):
         timeout = math.nan
     if not MIN_RPC_TIMEOUT <= timeout <= MAX_RPC_TIMEOUT:  # NaN compares false: refused too
         raise InvalidRpcTimeout("rpc_timeout", "the RPC timeout must be a number of seconds "
-                                "from %(low)g to %(high)g", low=MIN_RPC_TIMEOUT, high=MAX_RPC_TIMEOUT)
+                                "from %(low)g to %(high)g",
+                                low=MIN_RPC_TIMEOUT, high=MAX_RPC_TIMEOUT)
     return timeout
