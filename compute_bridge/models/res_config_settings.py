@@ -108,13 +108,14 @@ class ResConfigSettings(models.TransientModel):
             RPC_TIMEOUT_PARAM: self.compute_bridge_rpc_timeout or DEFAULT_RPC_TIMEOUT,
         }
         config = read_config(on_screen.get, {})
-        title = self.env._("Test connection: %s", mask_url(config.broker_url))
         try:
             check_broker_url(config.broker_url)
             check_rpc_timeout(on_screen[RPC_TIMEOUT_PARAM])
-        except InvalidSetting as error:
+        except InvalidSetting as error:  # the title leaves out a URL that may be 100 kB long
             reason = self.env["ir.config_parameter"]._compute_bridge_reason(error)
-            return self._compute_bridge_test_notification(title, reason, "danger")
+            return self._compute_bridge_test_notification(
+                self.env._("Test connection"), reason, "danger")
+        title = self.env._("Test connection: %s", mask_url(config.broker_url))
         try:
             probe = probe_compute(config)
         except BridgeError as error:  # str() is readable and has the password masked

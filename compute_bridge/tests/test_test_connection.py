@@ -85,6 +85,7 @@ class TestTestConnection(ComputeBridgeCase):
                 self.assertEqual(params["type"], "danger")
                 self.assertIn(reason, params["message"])
                 self.assertNotIn(SECRET, params["title"] + params["message"])
+                self.assertLess(len(params["title"] + params["message"]), 200)
 
     def test_environment_override_is_never_a_plain_success(self):
         """The URL on screen works, but operations use the environment's: the notification

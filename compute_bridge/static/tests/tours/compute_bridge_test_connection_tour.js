@@ -1,6 +1,7 @@
 /** @odoo-module **/
-/* Settings > Compute Bridge > Test connection tests the URL on screen, unsaved: no "save
- * first?" dialog (whose "Discard" tested the saved URL and reported a false success).
+/* Settings > Compute Bridge: the saved URL is shown as text with its password masked, and Test
+ * connection tests the URL on screen, unsaved: no "save first?" dialog (whose "Discard" tested
+ * the saved URL and reported a false success).
  * Run by compute_bridge/tests/test_test_connection.py with a working URL saved.
  */
 
@@ -11,6 +12,16 @@ const UNSAVED_URL = "pyamqp://guest:typed@127.0.0.1:1"; // nothing listens on po
 
 registry.category("web_tour.tours").add("compute_bridge_test_connection_tour", {
     steps: () => [
+        {
+            content: "The saved URL is shown as text, only its password masked",
+            trigger: ".o_field_widget[name=compute_bridge_broker_url] input",
+            run() {
+                const input = queryOne(".o_field_widget[name=compute_bridge_broker_url] input");
+                if (input.type === "password" || !/^pyamqp:\/\/[^:]+:\*\*\*@/.test(input.value)) {
+                    throw new Error(`expected a masked URL as text, got ${input.type} "${input.value}"`);
+                }
+            },
+        },
         {
             content: "Type a broker URL, without saving",
             trigger: ".o_field_widget[name=compute_bridge_broker_url] input",
