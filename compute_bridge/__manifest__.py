@@ -14,7 +14,6 @@
         "views/compute_operation_views.xml",
         "views/compute_service_instance_views.xml",
         "views/res_config_settings_views.xml",
-        "views/compute_bridge_config_views.xml",
         "views/compute_bridge_menus.xml",
         "data/ir_actions_server_data.xml",
         "data/compute_service_instance_data.xml",
