@@ -10,7 +10,7 @@ so a beat meant for another database is refused (409) rather than written to the
 Answers: 200 ``{"status": "ok"}`` (or ``"superseded"`` when a concurrent beat of the same
 instance holds the row); 403 with an empty body when the secret is missing or wrong
 (nothing is said about why, nor is the body read); 411 without a Content-Length; 413 when the
-body is larger than ``health.MAX_BODY_BYTES``; 400 with a readable reason when the body is not
+body is larger than ``heartbeats.MAX_BODY_BYTES``; 400 with a readable reason when the body is not
 a heartbeat.
 """
 
@@ -21,7 +21,7 @@ import logging
 from odoo import http
 from odoo.http import request
 
-from .. import health
+from .. import heartbeats
 
 _logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class HeartbeatController(http.Controller):
     def heartbeat(self, **_query):
         instances = request.env["compute.service.instance"].sudo()
         expected = instances._heartbeat_secret()
-        given = request.httprequest.headers.get(health.SECRET_HEADER, "")
+        given = request.httprequest.headers.get(heartbeats.SECRET_HEADER, "")
         # compare_digest: the answer time must not tell how much of a guessed secret is right.
         # An unset secret refuses everything rather than accepting everything.
         if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
@@ -56,14 +56,14 @@ class HeartbeatController(http.Controller):
         length = request.httprequest.content_length
         if length is None:
             return _json_response({"error": "Content-Length is required"}, status=411)
-        if length > health.MAX_BODY_BYTES:
+        if length > heartbeats.MAX_BODY_BYTES:
             return _json_response(
-                {"error": "body is larger than %d bytes" % health.MAX_BODY_BYTES}, status=413
+                {"error": "body is larger than %d bytes" % heartbeats.MAX_BODY_BYTES}, status=413
             )
         raw = request.httprequest.get_data()
         try:
-            beat = health.parse_heartbeat(raw)
-        except health.HeartbeatError as error:
+            beat = heartbeats.parse_heartbeat(raw)
+        except heartbeats.HeartbeatError as error:
             _logger.warning("malformed heartbeat refused: %s", error)
             return _json_response({"error": str(error)}, status=400)
 

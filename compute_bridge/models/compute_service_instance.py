@@ -5,7 +5,7 @@ import secrets
 from odoo import api, fields, models
 from odoo.tools import SQL
 
-from .. import health
+from .. import heartbeats
 
 _logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class ComputeServiceInstance(models.Model):
     def _compute_state(self):
         now = fields.Datetime.now()
         for instance in self:
-            stale = health.is_stale(instance.last_beat, instance.interval, now)
+            stale = heartbeats.is_stale(instance.last_beat, instance.interval, now)
             instance.state = "stale" if stale else "live"
 
     def _search_state(self, operator, value):
@@ -76,14 +76,14 @@ class ComputeServiceInstance(models.Model):
                 WHERE last_beat IS NULL
                    OR last_beat < %s - make_interval(
                         secs => %s * CASE WHEN "interval" > 0 THEN "interval" ELSE %s END)""",
-            fields.Datetime.now(), health.STALE_AFTER_MISSED_BEATS, health.DEFAULT_INTERVAL,
+            fields.Datetime.now(), heartbeats.STALE_AFTER_MISSED_BEATS, heartbeats.DEFAULT_INTERVAL,
         ))
         stale_ids = [row[0] for row in self.env.cr.fetchall()]
         return [("id", "in" if wanted == {"stale"} else "not in", stale_ids)]
 
     @api.model
     def _record_heartbeat(self, beat):
-        """Create or update the row of ``beat``'s instance (a dict from health.parse_heartbeat).
+        """Create or update the row of ``beat``'s instance (a dict from heartbeats.parse_heartbeat).
 
         Returns the row, or an empty recordset when the beat was dropped because another beat
         of the same instance is being written right now. That happens when Odoo was busy
@@ -114,14 +114,14 @@ class ComputeServiceInstance(models.Model):
 
     @api.model
     def _heartbeat_secret(self):
-        return health.heartbeat_secret(self.env["ir.config_parameter"].sudo().get_param, os.environ)
+        return heartbeats.heartbeat_secret(self.env["ir.config_parameter"].sudo().get_param, os.environ)
 
     @api.model
     def _init_heartbeat_secret(self):
         """Called once at install (data file): give the database its own secret, keep any set."""
         params = self.env["ir.config_parameter"].sudo()
-        if not params.get_param(health.SECRET_PARAM):
-            params.set_param(health.SECRET_PARAM, secrets.token_urlsafe(SECRET_BYTES))
+        if not params.get_param(heartbeats.SECRET_PARAM):
+            params.set_param(heartbeats.SECRET_PARAM, secrets.token_urlsafe(SECRET_BYTES))
 
     @api.model
     def _gc_stale_instances(self):

@@ -4,7 +4,7 @@ from unittest.mock import patch
 
 from odoo.tests import HttpCase, tagged
 
-from odoo.addons.compute_bridge import health
+from odoo.addons.compute_bridge import heartbeats
 from odoo.addons.compute_bridge.controllers.heartbeat import ROUTE
 
 SECRET = "test-heartbeat-secret"
@@ -29,7 +29,7 @@ class TestHeartbeatEndpoint(HttpCase):
     def setUp(self):
         super().setUp()
         # The server runs in this process: the environment it reads is ours.
-        env_patch = patch.dict(os.environ, {health.SECRET_ENV_VAR: SECRET})
+        env_patch = patch.dict(os.environ, {heartbeats.SECRET_ENV_VAR: SECRET})
         env_patch.start()
         self.addCleanup(env_patch.stop)
         self.Instance = self.env["compute.service.instance"]
@@ -37,7 +37,7 @@ class TestHeartbeatEndpoint(HttpCase):
     def post(self, body, secret=SECRET, query=""):
         headers = {"Content-Type": "application/json"}
         if secret is not None:
-            headers[health.SECRET_HEADER] = secret
+            headers[heartbeats.SECRET_HEADER] = secret
         if not isinstance(body, bytes):
             body = json.dumps(body).encode()
         return self.opener.post(self.base_url() + ROUTE + query, data=body, headers=headers,
@@ -66,8 +66,8 @@ class TestHeartbeatEndpoint(HttpCase):
         self.assertEqual((instance.uptime, instance.calls_served), (42.5, 9))
 
     def test_secret_from_system_parameter(self):
-        self.env["ir.config_parameter"].sudo().set_param(health.SECRET_PARAM, "db-secret")
-        with patch.dict(os.environ, {health.SECRET_ENV_VAR: ""}):
+        self.env["ir.config_parameter"].sudo().set_param(heartbeats.SECRET_PARAM, "db-secret")
+        with patch.dict(os.environ, {heartbeats.SECRET_ENV_VAR: ""}):
             self.assertEqual(self.post(BEAT, secret=SECRET).status_code, 403)
             self.assertEqual(self.post(BEAT, secret="db-secret").status_code, 200)
 
@@ -80,8 +80,8 @@ class TestHeartbeatEndpoint(HttpCase):
         self.assertFalse(self.instances())
 
     def test_no_secret_configured_refuses_everything(self):
-        self.env["ir.config_parameter"].sudo().set_param(health.SECRET_PARAM, False)
-        with patch.dict(os.environ, {health.SECRET_ENV_VAR: ""}):
+        self.env["ir.config_parameter"].sudo().set_param(heartbeats.SECRET_PARAM, False)
+        with patch.dict(os.environ, {heartbeats.SECRET_ENV_VAR: ""}):
             self.assertEqual(self.post(BEAT, secret="").status_code, 403)
         self.assertFalse(self.instances())
 
@@ -100,7 +100,7 @@ class TestHeartbeatEndpoint(HttpCase):
         self.assertFalse(self.Instance.search([]).filtered(lambda i: i.host == "worker-1"))
 
     def test_oversized_body_is_refused(self):
-        body = json.dumps(dict(BEAT, padding="x" * health.MAX_BODY_BYTES)).encode()
+        body = json.dumps(dict(BEAT, padding="x" * heartbeats.MAX_BODY_BYTES)).encode()
         response = self.post(body)
         self.assertEqual(response.status_code, 413)
         self.assertFalse(self.instances())
@@ -110,7 +110,7 @@ class TestHeartbeatEndpoint(HttpCase):
         chunks = iter([json.dumps(BEAT).encode()])
         response = self.opener.post(
             self.base_url() + ROUTE, data=chunks, timeout=12,
-            headers={"Content-Type": "application/json", health.SECRET_HEADER: SECRET},
+            headers={"Content-Type": "application/json", heartbeats.SECRET_HEADER: SECRET},
         )
         self.assertEqual(response.status_code, 411)
         self.assertFalse(self.instances())
