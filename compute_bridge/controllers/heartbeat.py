@@ -8,10 +8,11 @@ A ``?db=<name>`` query parameter in HEARTBEAT_URL is checked against the databas
 so a beat meant for another database is refused (409) rather than written to the wrong one.
 
 Answers: 200 ``{"status": "ok"}`` (or ``"superseded"`` when a concurrent beat of the same
-instance holds the row); 403 with an empty body when the secret is missing or wrong
-(nothing is said about why, nor is the body read); 411 without a Content-Length; 413 when the
-body is larger than ``heartbeats.MAX_BODY_BYTES``; 400 with a readable reason when the body is not
-a heartbeat.
+instance holds the row); 429 for a new instance while the table is full of live ones
+(``MAX_INSTANCES`` in models/compute_service_instance.py); 403 with an empty body when the
+secret is missing or wrong (nothing is said about why, nor is the body read); 411 without a
+Content-Length; 413 when the body is larger than ``heartbeats.MAX_BODY_BYTES``; 400 with a
+readable reason when the body is not a heartbeat.
 """
 
 import hmac
@@ -22,6 +23,7 @@ from odoo import http
 from odoo.http import request
 
 from .. import heartbeats
+from ..models.compute_service_instance import TooManyInstances
 
 _logger = logging.getLogger(__name__)
 
@@ -67,7 +69,11 @@ class HeartbeatController(http.Controller):
             _logger.warning("malformed heartbeat refused: %s", error)
             return _json_response({"error": str(error)}, status=400)
 
-        recorded = instances._record_heartbeat(beat)
+        try:
+            recorded = instances._record_heartbeat(beat)
+        except TooManyInstances as error:
+            _logger.warning("heartbeat of new instance %r refused: %s", beat["instance_id"], error)
+            return _json_response({"error": str(error)}, status=429)
         # "superseded": another beat of this instance was being written at the same moment
         return _json_response({"status": "ok" if recorded else "superseded"})
 

@@ -77,6 +77,20 @@ class TestServiceInstance(TransactionCase):
         self.assertEqual(stale, gone)
         self.assertEqual(not_stale, live)
 
+    def test_rows_beyond_the_interval_bound_still_list(self):
+        """A row stored before MAX_INTERVAL was enforced counts with that bound: its state
+        computes and the Live/Stale filters run (no timedelta or timestamp overflow)."""
+        with freeze_time(NOW):
+            instance = self.Instance._record_heartbeat(beat("old-row"))
+        self.env.flush_all()
+        self.env.cr.execute(
+            "UPDATE compute_service_instance SET interval = 1e14 WHERE id = %s", [instance.id])
+        self.env.invalidate_all()
+        with freeze_time(NOW + timedelta(seconds=3 * heartbeats.MAX_INTERVAL + 1)):
+            self.assertEqual(instance.state, "stale")
+            self.assertEqual(self.Instance.search([("state", "=", "stale")]) & instance, instance)
+            self.assertFalse(self.Instance.search([("state", "=", "live")]) & instance)
+
     def test_gc_purges_only_long_silent_instances(self):
         with freeze_time(NOW - timedelta(days=PURGE_AFTER_DAYS, minutes=1)):
             old = self.Instance._record_heartbeat(beat("old"))
