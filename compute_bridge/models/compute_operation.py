@@ -10,6 +10,7 @@ import os
 
 from odoo import api, fields, models
 from odoo.exceptions import UserError, ValidationError
+from odoo.tools import SQL
 
 from ..rpc import BridgeError, CallOutcome, InvalidOperands, call, call_many, read_config
 
@@ -95,7 +96,8 @@ class ComputeOperation(models.Model):
         notification instead of being raised: raising would roll back the failed state, and
         the user would see nothing but an error dialog. Pressing again retries.
         """
-        if not self:
+        operations = self._lock_existing()
+        if not operations:
             return self._notification(self.env._("Nothing to compute."), "warning")
         config = self._compute_bridge_config()
         try:
@@ -103,13 +105,33 @@ class ComputeOperation(models.Model):
                 config,
                 COMPUTE_SERVICE,
                 COMPUTE_METHOD,
-                [(operation.field_1, operation.field_2) for operation in self],
+                [(operation.field_1, operation.field_2) for operation in operations],
             )
         except BridgeError as error:  # the whole batch failed: broker or service unavailable
-            outcomes = [CallOutcome(None, error, 0.0)] * len(self)
-        for operation, outcome in zip(self, outcomes, strict=True):
+            outcomes = [CallOutcome(None, error, 0.0)] * len(operations)
+        for operation, outcome in zip(operations, outcomes, strict=True):
             operation._write_outcome(outcome)
         return self._outcomes_notification(outcomes)
+
+    def _lock_existing(self):
+        """The records of ``self`` that still exist, locked against writes and deletes by
+        others until this transaction ends, so that the results can be written.
+
+        Another user may delete some of them before or while the service computes the batch:
+        those are skipped, the others computed. A delete committed after this transaction
+        began makes the lock fail with a serialization error; Odoo then retries the request,
+        which no longer sees the deleted records. A delete that comes later waits for the lock.
+        """
+        if not self.ids:
+            return self
+        # log_exceptions=False: the serialization failure is Odoo's to retry, not an error
+        self.env.cr.execute(
+            SQL("SELECT id FROM %s WHERE id IN %s FOR NO KEY UPDATE",
+                SQL.identifier(self._table), tuple(self.ids)),
+            log_exceptions=False,
+        )
+        existing = {row[0] for row in self.env.cr.fetchall()}
+        return self.browse([record_id for record_id in self.ids if record_id in existing])
 
     @api.model
     def compute_sum(self, a, b):

@@ -3,15 +3,21 @@
 import doctest
 import math
 import os
+import threading
 import time
 import xmlrpc.client
 from unittest.mock import patch
 
+from odoo import SUPERUSER_ID, api
 from odoo.exceptions import UserError, ValidationError
+from odoo.service.model import retrying
+from odoo.tests import TransactionCase
 
 from ..models import compute_operation
 from ..rpc import BROKER_URL_ENV_VAR
 from .common import BROKER_URL, CLOSED_PORT_URL, SECRET, TEST_RPC_TIMEOUT, ComputeBridgeCase
+
+SYNC_TIMEOUT = 60  # seconds a test waits for another transaction to reach a point
 
 
 class TestComputeOperation(ComputeBridgeCase):
@@ -176,3 +182,89 @@ class TestComputeOperation(ComputeBridgeCase):
         action = self.Operation.action_suma()
         self.assertEqual(action["params"]["type"], "warning")
 
+
+class TestSumaWhileRecordsAreDeleted(TransactionCase):
+    """A Suma and a manager's delete in two transactions of their own, committed, each run
+    through odoo.service.model.retrying as Odoo runs a request (a serialization failure is
+    retried from the start)."""
+
+    COUNT = 50
+    DELETED = 10
+
+    def setUp(self):
+        super().setUp()
+        # other transactions do not see this test's parameters: the environment points them
+        # at the test broker
+        environ = patch.dict(os.environ, {BROKER_URL_ENV_VAR: BROKER_URL})
+        environ.start()
+        self.addCleanup(environ.stop)
+        self.ids = self.in_transaction(lambda env: env["compute.operation"].create(
+            [{"field_1": number, "field_2": 1} for number in range(self.COUNT)]).ids)
+        self.addCleanup(self.in_transaction,
+                        lambda env: env["compute.operation"].browse(self.ids).exists().unlink())
+        self.gone = self.ids[:self.DELETED]
+
+    def in_transaction(self, func):
+        with self.registry.cursor() as cr:
+            env = api.Environment(cr, SUPERUSER_ID, {})
+            return retrying(lambda: func(env), env)
+
+    def suma(self):
+        return self.in_transaction(
+            lambda env: env["compute.operation"].browse(self.ids).action_suma())
+
+    def delete(self, backend_pids=None):
+        def unlink(env):
+            if backend_pids is not None:
+                env.cr.execute("SELECT pg_backend_pid()")
+                backend_pids.append(env.cr.fetchone()[0])
+            env["compute.operation"].browse(self.gone).exists().unlink()
+        self.in_transaction(unlink)
+
+    def assert_the_others_are_done(self, action, computed):
+        self.assertEqual(action["params"]["type"], "success", action["params"]["message"])
+        self.assertIn("%d operations completed" % computed, action["params"]["message"])
+
+        def states(env):
+            operations = env["compute.operation"].browse(self.ids).exists()
+            return sorted(operations.ids), set(operations.mapped("state"))
+        ids, found = self.in_transaction(states)
+        self.assertEqual(ids, sorted(self.ids[self.DELETED:]))
+        self.assertEqual(found, {"done"})
+
+    def test_records_deleted_before_the_suma_are_skipped(self):
+        """The list the user pressed Suma on still shows records another user deleted."""
+        self.delete()
+        self.assert_the_others_are_done(self.suma(), computed=self.COUNT - self.DELETED)
+
+    def test_records_deleted_during_the_suma_are_skipped(self):
+        """The delete comes while the service computes the batch: it waits for the results to
+        be written (all were computed), then deletes."""
+        deleter_pids, deleter = [], None
+
+        def call_many_meanwhile_delete(*args, **kwargs):
+            nonlocal deleter
+            if deleter is None:
+                deleter = threading.Thread(target=self.delete, args=(deleter_pids,))
+                deleter.start()
+                self.wait_until_done_or_waiting(deleter, deleter_pids)
+            return real_call_many(*args, **kwargs)
+
+        real_call_many = compute_operation.call_many
+        with patch.object(compute_operation, "call_many", call_many_meanwhile_delete):
+            action = self.suma()
+        deleter.join(SYNC_TIMEOUT)
+        self.assertFalse(deleter.is_alive())
+        self.assert_the_others_are_done(action, computed=self.COUNT)
+
+    def wait_until_done_or_waiting(self, thread, backend_pids):
+        """Until ``thread`` has finished, or its database session waits for a lock."""
+        deadline = time.monotonic() + SYNC_TIMEOUT
+        while thread.is_alive() and time.monotonic() < deadline:
+            with self.registry.cursor() as cr:
+                cr.execute("SELECT 1 FROM pg_stat_activity"
+                           " WHERE pid = ANY(%s) AND wait_event_type = 'Lock'",
+                           [backend_pids or [0]])
+                if cr.fetchone():
+                    return
+            time.sleep(0.05)
