@@ -7,7 +7,7 @@ Reading order: :mod:`.config` (where the broker is) → :mod:`.client` (what a c
 :mod:`.pool` (how connections are kept per worker process) → :mod:`.errors` (what can go wrong).
 """
 
-from .client import CallOutcome, call, call_many, close_pool, test_connection
+from .client import CallOutcome, call, call_many, close_pool
 from .config import (
     BROKER_URL_ENV_VAR,
     BROKER_URL_PARAM,
@@ -21,6 +21,7 @@ from .config import (
 from .errors import (
     BridgeError,
     BrokerUnreachable,
+    InvalidBrokerUrl,
     InvalidOperands,
     RemoteFailure,
     ServiceTimeout,
@@ -37,6 +38,7 @@ __all__ = [
     "BridgeError",
     "BrokerUnreachable",
     "CallOutcome",
+    "InvalidBrokerUrl",
     "InvalidOperands",
     "RemoteFailure",
     "ServiceTimeout",
@@ -46,5 +48,4 @@ __all__ = [
     "close_pool",
     "mask_url",
     "read_config",
-    "test_connection",
 ]

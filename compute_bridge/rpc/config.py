@@ -87,9 +87,32 @@ def mask_url(url):
         return MASK
     if password is None:
         return url
+    return _with_password(parts, MASK)
+
+
+def scrub_password(text, url):
+    """``text`` (a library's error message, say) without ``url``'s password, even unquoted.
+
+    >>> scrub_password("bad login pyamqp://u:p%40ss@h (p@ss)", "pyamqp://u:p%40ss@h")
+    'bad login pyamqp://u:***@h (***)'
+    """
+    if url:
+        text = text.replace(url, mask_url(url))
+    try:
+        password = urllib.parse.urlsplit(url or "").password
+    except ValueError:  # unparseable (e.g. a stray '['): mask_url hid the whole URL above
+        password = None
+    for secret in sorted({password, urllib.parse.unquote(password or "")} - {"", None},
+                         key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
+
+
+def _with_password(parts, password):
+    """``parts`` (a ``urlsplit`` result with a password) as a URL with ``password`` instead."""
     userinfo, _at, hostinfo = parts.netloc.rpartition("@")
     user = userinfo.split(":", 1)[0]
-    return urllib.parse.urlunsplit(parts._replace(netloc="%s:%s@%s" % (user, MASK, hostinfo)))
+    return urllib.parse.urlunsplit(parts._replace(netloc="%s:%s@%s" % (user, password, hostinfo)))
 
 
 def unmask_url(url, stored_url):
@@ -128,8 +151,4 @@ def unmask_url(url, stored_url):
         same_account = False
     if not same_account:
         raise MaskedPassword("the URL's password is masked and its user or host changed")
-    userinfo, _at, hostinfo = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return urllib.parse.urlunsplit(
-        parts._replace(netloc="%s:%s@%s" % (user, stored.password, hostinfo))
-    )
+    return _with_password(parts, stored.password)
