@@ -12,7 +12,19 @@ from odoo import api, fields, models
 from odoo.exceptions import UserError, ValidationError
 from odoo.tools import SQL
 
-from ..rpc import BridgeError, CallOutcome, InvalidOperands, call, call_many, read_config
+from ..rpc import (
+    BridgeError,
+    BrokerUnreachable,
+    CallOutcome,
+    InvalidBrokerUrl,
+    InvalidOperands,
+    RemoteFailure,
+    ServiceTimeout,
+    ServiceUnavailable,
+    call,
+    call_many,
+    read_config,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -111,6 +123,9 @@ class ComputeOperation(models.Model):
             outcomes = [CallOutcome(None, error, 0.0)] * len(operations)
         for operation, outcome in zip(operations, outcomes, strict=True):
             operation._write_outcome(outcome)
+        failures = [outcome.error for outcome in outcomes if outcome.error is not None]
+        _logger.info("Suma of %d operations: %d failed%s", len(operations), len(failures),
+                     " (first: %s)" % failures[0] if failures else "")
         return self._outcomes_notification(outcomes)
 
     def _lock_existing(self):
@@ -149,9 +164,9 @@ class ComputeOperation(models.Model):
         try:
             total = call(self._compute_bridge_config(), COMPUTE_SERVICE, COMPUTE_METHOD, a, b)
         except InvalidOperands as error:
-            raise ValidationError(str(error)) from error
+            raise ValidationError(self._bridge_error_message(error)) from error
         except BridgeError as error:
-            raise UserError(str(error)) from error
+            raise UserError(self._bridge_error_message(error)) from error
         try:
             return float(total)
         except OverflowError as error:  # an exact int sum beyond the float range
@@ -188,7 +203,46 @@ class ComputeOperation(models.Model):
                 return number
         raise ValidationError(self.env._(
             "%(field)s must be a finite number, not %(value)s.",
-            field=self._fields[field_name].string, value=describe_value(value)))
+            field=self._field_label(field_name), value=describe_value(value)))
+
+    @api.model
+    def _field_label(self, field_name):
+        """The field's label in the user's language, as the form shows it."""
+        return self._fields[field_name]._description_string(self.env)
+
+    @api.model
+    def _bridge_error_message(self, error):
+        """``error`` (an rpc BridgeError) told in the user's language, from its ``params``.
+
+        Its ``str()`` is English, fit for logs; this is what users read. Most specific class
+        first: InvalidBrokerUrl is a BrokerUnreachable.
+        """
+        params = error.params
+        if isinstance(error, InvalidBrokerUrl):
+            return self.env._("The message broker URL %(broker)s is not valid: %(detail)s.",
+                              broker=params["broker"], detail=params["detail"])
+        if isinstance(error, BrokerUnreachable):
+            return self.env._("Cannot reach the message broker at %(broker)s (%(detail)s).",
+                              broker=params["broker"], detail=params["detail"])
+        if isinstance(error, ServiceUnavailable):
+            return self.env._(
+                "The service %(service)s is not running: the broker at %(broker)s has no queue "
+                "for it.", service=params["service"], broker=params["broker"])
+        if isinstance(error, ServiceTimeout):
+            return self.env._(
+                "No reply from %(service)s.%(method)s within %(timeout)s s (broker %(broker)s): "
+                "the service is busy or not consuming its queue.",
+                service=params["service"], method=params["method"],
+                timeout="%g" % params["timeout"], broker=params["broker"])
+        if isinstance(error, InvalidOperands):
+            return self.env._("%(service)s.%(method)s refused the operands: %(detail)s",
+                              service=params["service"], method=params["method"],
+                              detail=params["detail"])
+        if isinstance(error, RemoteFailure):
+            return self.env._("%(service)s.%(method)s failed with %(exc_type)s: %(detail)s",
+                              service=params["service"], method=params["method"],
+                              exc_type=params["exc_type"], detail=params["detail"])
+        return str(error)
 
     def _write_outcome(self, outcome):
         self.ensure_one()
@@ -200,8 +254,8 @@ class ComputeOperation(models.Model):
         if outcome.error is None:
             vals.update(result=outcome.value, state="done", error_message=False)
         else:
-            _logger.info("compute.operation(%s): computation failed: %s", self.id, outcome.error)
-            vals.update(state="failed", error_message=str(outcome.error))
+            _logger.debug("compute.operation(%s): computation failed: %s", self.id, outcome.error)
+            vals.update(state="failed", error_message=self._bridge_error_message(outcome.error))
         self.write(vals)
 
     @api.model
@@ -218,7 +272,7 @@ class ComputeOperation(models.Model):
                 self.env._("%(count)s operations completed %(sums)s", count=len(sums), sums=shown),
                 "success",
             )
-        first_error = str(failures[0].error)
+        first_error = self._bridge_error_message(failures[0].error)
         if len(outcomes) == 1:
             return self._notification(self.env._("Operation failed: %s", first_error), "danger")
         return self._notification(

@@ -12,11 +12,13 @@ from odoo import SUPERUSER_ID, api
 from odoo.exceptions import UserError, ValidationError
 from odoo.service.model import retrying
 from odoo.tests import TransactionCase
+from odoo.tools.translate import code_translations
 
 from ..models import compute_operation
 from ..rpc import BROKER_URL_ENV_VAR
 from .common import BROKER_URL, CLOSED_PORT_URL, SECRET, TEST_RPC_TIMEOUT, ComputeBridgeCase
 
+SPANISH = "es_ES"
 SYNC_TIMEOUT = 60  # seconds a test waits for another transaction to reach a point
 
 
@@ -181,6 +183,43 @@ class TestComputeOperation(ComputeBridgeCase):
     def test_action_suma_on_nothing(self):
         action = self.Operation.action_suma()
         self.assertEqual(action["params"]["type"], "warning")
+
+
+class TestMessagesInTheUsersLanguage(ComputeBridgeCase):
+    """What a Spanish user reads is Spanish, field names and broker errors included."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.env["res.lang"]._activate_lang(SPANISH)
+        cls.env["ir.module.module"]._load_module_terms(["compute_bridge"], [SPANISH],
+                                                       overwrite=True)
+        cls.Spanish = cls.Operation.with_user(cls.user).with_context(lang=SPANISH)
+
+    def test_a_refused_operand_names_the_field_in_spanish(self):
+        with self.assertRaisesRegex(ValidationError, "^Primer valor "):
+            self.Spanish.create({"field_1": "abc", "field_2": 1})
+        with self.assertRaisesRegex(ValidationError, "^Segundo valor "):
+            self.Spanish.compute_sum(1, "abc")
+
+    def test_a_broker_error_is_told_through_the_translations(self):
+        """Built from the error's params with a translatable template: with a Spanish term for
+        it (the one es.po will hold), the user reads Spanish with the masked broker filled in."""
+        source = "Cannot reach the message broker at %(broker)s (%(detail)s)."
+        spanish = "No se puede contactar con el broker de mensajes en %(broker)s (%(detail)s)."
+        terms = dict(code_translations.get_python_translations("compute_bridge", SPANISH))
+        terms[source] = spanish
+        self.set_broker(self.env, CLOSED_PORT_URL)
+        operation = self.new_operation(1, 2)
+        with patch.dict(code_translations.python_translations,
+                        {("compute_bridge", SPANISH): terms}):
+            action = self.Spanish.browse(operation.ids).action_suma()
+        self.assertTrue(operation.error_message.startswith(
+            "No se puede contactar con el broker de mensajes en pyamqp://guest:***@127.0.0.1:1 ("),
+            operation.error_message)
+        self.assertTrue(action["params"]["message"].startswith("Operación fallida: No se puede"),
+                        action["params"]["message"])
+        self.assertNotIn(SECRET, operation.error_message)
 
 
 class TestSumaWhileRecordsAreDeleted(TransactionCase):
