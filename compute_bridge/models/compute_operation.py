@@ -36,8 +36,14 @@ MAX_REPR_LENGTH = 60
 
 
 def format_number(value):
-    """A sum as people write it: 199998, 0.3 (not 199998.0, 0.30000000000000004)."""
-    return f"{value:.15g}"
+    """A number with the precision it has, as the form and list show it (JavaScript's
+    String(number)): the shortest text that reads back as the same float, without ".0".
+
+    >>> format_number(199998.0), format_number(0.001 + 0.002), format_number(0.1 + 0.2)
+    ('199998', '0.003', '0.30000000000000004')
+    """
+    text = repr(float(value))
+    return text.removesuffix(".0")
 
 
 def describe_value(value):
@@ -181,19 +187,21 @@ class ComputeOperation(models.Model):
     @api.model
     def _check_finite_operands(self, vals):
         """Refuse, before the ORM converts them, operands it would store as NaN or infinity or
-        fail on with a traceback (strings, lists, ints beyond the float range).
-
-        None and False are Odoo's "no value" (stored as 0.0) and pass.
-        """
+        fail on with a traceback (strings, lists, ints beyond the float range), and "no value",
+        which the ORM would store as 0."""
         for field_name in ("field_1", "field_2"):
-            value = vals.get(field_name)
-            if value is not None and value is not False:
-                self._check_operand(field_name, value)
+            if field_name in vals:
+                self._check_operand(field_name, vals[field_name])
 
     @api.model
     def _check_operand(self, field_name, value):
         """Return ``value`` as a float, or raise a ValidationError naming the field and quoting
         the value, unless it is a finite int or float (bool is not a number here)."""
+        if value is None or value is False:
+            # What the web client sends for a number it read as Infinity ("1e400", 400 digits).
+            raise ValidationError(self.env._(
+                "%(field)s must be a finite number: the value entered is too large or not a "
+                "number.", field=self._field_label(field_name)))
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             try:
                 number = float(value)

@@ -93,16 +93,22 @@ class TestComputeOperation(ComputeBridgeCase):
                     self.Operation.with_user(self.user).compute_sum(value, 1)
         self.assertRecordValues(operation, [{"field_1": 1.0, "field_2": 1.0}])
 
-    def test_no_value_is_zero(self):
-        """Odoo's "no value" stays accepted by create and write (the ORM stores 0.0), not by
-        compute_sum, which has no field to default."""
-        operation = self.new_operation(None, False)
-        self.assertRecordValues(operation, [{"field_1": 0.0, "field_2": 0.0}])
+    def test_no_value_is_refused(self):
+        """None and False, which the ORM would store as 0, are refused by create, write and
+        compute_sum: the web client sends null for a number it read as Infinity ("1e400")."""
+        for value in (None, False):
+            with self.subTest(value=value):
+                with self.assertRaisesRegex(ValidationError, "^First Value must be a finite "
+                                            "number: the value entered is too large"):
+                    self.new_operation(value, 1)
+                with self.assertRaisesRegex(ValidationError, "^Second Value must be"):
+                    self.new_operation(1, 1).write({"field_2": value})
+                with self.assertRaisesRegex(ValidationError, "^Second Value must be"):
+                    self.Operation.compute_sum(1, value)
+        operation = self.Operation.with_user(self.user).create({"field_2": 2})
+        self.assertRecordValues(operation, [{"field_1": 0.0, "field_2": 2.0}])
         operation.write({"field_1": 2**53 + 1, "field_2": 10**300})
         self.assertRecordValues(operation, [{"field_1": 2.0**53, "field_2": 1e300}])
-        for value in (None, False):
-            with self.subTest(value=value), self.assertRaises(ValidationError):
-                self.Operation.compute_sum(1, value)
 
     def test_compute_sum_of_huge_ints(self):
         """Ints travel unchanged and the service adds them exactly; a sum beyond the float

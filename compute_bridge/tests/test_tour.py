@@ -44,6 +44,21 @@ class TestTour(HttpCase):
             with open(os.path.join(screenshot_dir, SCREENSHOT_NAME), "wb") as png:
                 png.write(shots[-1])
 
+    def test_a_number_too_large_is_refused_not_zeroed(self):
+        """The browser reads "1e400" as Infinity and sends it as null: saving must refuse it
+        with the field's name, not store 0 and compute 0 + 1."""
+        self.start_tour(TOUR_URL, "compute_bridge_refused_value_tour", login="admin",
+                        timeout=TOUR_TIMEOUT)
+        self.assertFalse(self.env["compute.operation"].search([("field_2", "=", 1)]))
+
+    def test_decimals_keep_their_precision(self):
+        self.start_tour(TOUR_URL, "compute_bridge_precision_tour", login="admin",
+                        timeout=TOUR_TIMEOUT)
+        operation = self.env["compute.operation"].search([], order="id desc", limit=1)
+        self.assertRecordValues(operation, [{
+            "name": "0.001 + 0.002", "field_1": 0.001, "field_2": 0.002, "state": "done",
+        }])
+
 
 def _screenshot_before(stop, shots):
     """ChromeBrowser.stop, preceded by a capture of the page as the tour left it."""
