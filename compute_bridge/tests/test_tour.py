@@ -12,6 +12,7 @@ from .common import BROKER_URL, ComputeBridgeCase
 SCREENSHOT_DIR_ENV = "COMPUTE_BRIDGE_SCREENSHOT_DIR"
 SCREENSHOT_NAME = "screenshot_form.png"
 TOUR_URL = "/odoo/action-compute_bridge.compute_operation_action"
+INSTANCES_URL = "/odoo/action-compute_bridge.compute_service_instance_action"
 TOUR_TIMEOUT = 120  # seconds: asset bundles are built on the first visit, on 2 shared cores
 
 
@@ -58,6 +59,16 @@ class TestTour(HttpCase):
         self.assertRecordValues(operation, [{
             "name": "0.001 + 0.002", "field_1": 0.001, "field_2": 0.002, "state": "done",
         }])
+
+    def test_instances_list(self):
+        self.env["compute.service.instance"].search([]).unlink()
+        self.env["compute.service.instance"]._record_heartbeat({
+            "instance_id": "tour-1", "service": "heartbeat", "services": "compute, notify",
+            "host": "box", "pid": 23175, "uptime": 1.0, "calls_served": 0, "interval": 30.0,
+            "broker_state": "disconnected", "payload": "{}",
+        })
+        self.start_tour(INSTANCES_URL, "compute_bridge_instances_tour", login="admin",
+                        timeout=TOUR_TIMEOUT)
 
 
 def _screenshot_before(stop, shots):

@@ -3,7 +3,8 @@
  * compute_bridge/tests/test_tour.py.
  *   - a number too large for a float ("1e400") is refused where it is saved, with the field's
  *     name, instead of becoming 0;
- *   - decimals keep the precision typed: 0.001 + 0.002 shows 0.003 in the form and the list.
+ *   - decimals keep the precision typed: 0.001 + 0.002 shows 0.003 in the form and the list;
+ *   - the service instances list shows a PID as written and a lost broker as such.
  */
 
 import { queryAll, queryOne } from "@odoo/hoot-dom";
@@ -98,6 +99,22 @@ registry.category("web_tour.tours").add("compute_bridge_precision_tour", {
                 if (!queryAll(".o_data_row:first-child .o_data_cell[name=name]").length) {
                     throw new Error("the list has no name column");
                 }
+            },
+        },
+    ],
+});
+
+registry.category("web_tour.tours").add("compute_bridge_instances_tour", {
+    url: "/odoo/action-compute_bridge.compute_service_instance_action",
+    steps: () => [
+        {
+            content: "The instance whose broker is lost: PID as written, its services, its state",
+            trigger: ".o_data_row .o_data_cell[name=pid]",
+            run() {
+                expectText(".o_data_row:first-child .o_data_cell[name=pid]", "23175");
+                expectText(".o_data_row:first-child .o_data_cell[name=services]",
+                    "compute, notify");
+                expectText(".o_data_row:first-child .o_data_cell[name=state]", "Broker lost");
             },
         },
     ],
