@@ -165,7 +165,7 @@ def stale_after(interval):
     """
     if not interval or not interval > 0:
         interval = DEFAULT_INTERVAL
-    # rows written before MAX_INTERVAL was enforced must not overflow the timedelta
+    # a stored interval beyond the bound (imported, written in SQL) must not overflow timedelta
     interval = min(interval, MAX_INTERVAL)
     return datetime.timedelta(seconds=STALE_AFTER_MISSED_BEATS * interval)
 

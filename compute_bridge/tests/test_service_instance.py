@@ -78,8 +78,9 @@ class TestServiceInstance(TransactionCase):
         self.assertEqual(not_stale, live)
 
     def test_rows_beyond_the_interval_bound_still_list(self):
-        """A row stored before MAX_INTERVAL was enforced counts with that bound: its state
-        computes and the Live/Stale filters run (no timedelta or timestamp overflow)."""
+        """A row whose interval is beyond MAX_INTERVAL (imported, written in SQL) counts with
+        that bound: its state computes and the Live/Stale filters run (no timedelta or
+        timestamp overflow)."""
         with freeze_time(NOW):
             instance = self.Instance._record_heartbeat(beat("old-row"))
         self.env.flush_all()

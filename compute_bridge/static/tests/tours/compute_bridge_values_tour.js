@@ -17,25 +17,33 @@ function expectText(selector, expected) {
     }
 }
 
-registry.category("web_tour.tours").add("compute_bridge_refused_value_tour", {
-    url: "/odoo/action-compute_bridge.compute_operation_action",
-    steps: () => [
+/** Create an operation from the list, type both values and press Suma (which saves first). */
+function sumaSteps(first, second) {
+    return [
         { content: "Create an operation", trigger: ".o_list_button_add", run: "click" },
         {
-            content: "Type a number no float can hold",
+            content: `Type ${first}`,
             trigger: ".o_field_widget[name=field_1] input",
-            run: "edit 1e400",
+            run: `edit ${first}`,
         },
         {
-            content: "Type the second value",
+            content: `Type ${second}`,
             trigger: ".o_field_widget[name=field_2] input",
-            run: "edit 1",
+            run: `edit ${second}`,
         },
         {
-            content: "Press Suma: saving comes first",
+            content: "Press Suma",
             trigger: ".o_form_statusbar button[name=action_suma]:visible",
             run: "click",
         },
+    ];
+}
+
+registry.category("web_tour.tours").add("compute_bridge_refused_value_tour", {
+    url: "/odoo/action-compute_bridge.compute_operation_action",
+    steps: () => [
+        // a number no float can hold
+        ...sumaSteps("1e400", "1"),
         {
             content: "The user is told which value was refused",
             trigger: ".modal .modal-body:contains(First Value)",
@@ -53,22 +61,7 @@ registry.category("web_tour.tours").add("compute_bridge_refused_value_tour", {
 registry.category("web_tour.tours").add("compute_bridge_precision_tour", {
     url: "/odoo/action-compute_bridge.compute_operation_action",
     steps: () => [
-        { content: "Create an operation", trigger: ".o_list_button_add", run: "click" },
-        {
-            content: "Type 0.001",
-            trigger: ".o_field_widget[name=field_1] input",
-            run: "edit 0.001",
-        },
-        {
-            content: "Type 0.002",
-            trigger: ".o_field_widget[name=field_2] input",
-            run: "edit 0.002",
-        },
-        {
-            content: "Press Suma",
-            trigger: ".o_form_statusbar button[name=action_suma]:visible",
-            run: "click",
-        },
+        ...sumaSteps("0.001", "0.002"),
         {
             content: "The operation is done",
             trigger: ".o_statusbar_status button.o_arrow_button_current[data-value=done]",
