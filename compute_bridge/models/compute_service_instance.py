@@ -189,7 +189,8 @@ class ComputeServiceInstance(models.Model):
 
     @api.model
     def _heartbeat_secret(self):
-        return heartbeats.heartbeat_secret(self.env["ir.config_parameter"].sudo().get_param, os.environ)
+        get_param = self.env["ir.config_parameter"].sudo().get_param
+        return heartbeats.heartbeat_secret(get_param, os.environ)
 
     @api.model
     def _init_heartbeat_secret(self):
