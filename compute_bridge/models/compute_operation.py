@@ -130,8 +130,11 @@ class ComputeOperation(models.Model):
         for operation, outcome in zip(operations, outcomes, strict=True):
             operation._write_outcome(outcome)
         failures = [outcome.error for outcome in outcomes if outcome.error is not None]
-        _logger.info("Suma of %d operations: %d failed%s", len(operations), len(failures),
-                     " (first: %s)" % failures[0] if failures else "")
+        if failures:
+            _logger.info("Suma of %d operations: %d failed, the first with: %s",
+                         len(operations), len(failures), failures[0])
+        else:
+            _logger.info("Suma of %d operations: all done", len(operations))
         return self._outcomes_notification(outcomes)
 
     def _lock_existing(self):
