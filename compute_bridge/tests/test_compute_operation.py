@@ -11,7 +11,7 @@ from unittest.mock import patch
 from odoo import SUPERUSER_ID, api
 from odoo.exceptions import UserError, ValidationError
 from odoo.service.model import retrying
-from odoo.tests import TransactionCase
+from odoo.tests import TransactionCase, tagged
 from odoo.tools.translate import code_translations
 
 from ..models import compute_operation
@@ -191,6 +191,7 @@ class TestComputeOperation(ComputeBridgeCase):
         self.assertEqual(action["params"]["type"], "warning")
 
 
+@tagged("post_install", "-at_install")
 class TestMessagesInTheUsersLanguage(ComputeBridgeCase):
     """What a Spanish user reads is Spanish, field names and broker errors included."""
 
@@ -228,10 +229,11 @@ class TestMessagesInTheUsersLanguage(ComputeBridgeCase):
         self.assertNotIn(SECRET, operation.error_message)
 
 
+@tagged("post_install", "-at_install")
 class TestSumaWhileRecordsAreDeleted(TransactionCase):
     """A Suma and a manager's delete in two transactions of their own, committed, each run
     through odoo.service.model.retrying as Odoo runs a request (a serialization failure is
-    retried from the start)."""
+    retried from the start). Post-install: other transactions see the module's tables."""
 
     COUNT = 50
     DELETED = 10
