@@ -1,10 +1,13 @@
 """Calling the Nameko services from Odoo, without Odoo.
 
-Nothing here imports the ORM, and nameko/eventlet are imported only when a call is made, so
-Odoo's gevent (websocket) process can import the addon without ever loading them.
+Nothing here imports the ORM. kombu and amqp are imported only when a call is made, and
+nameko (with eventlet) never: Odoo's gevent (websocket) process can import the addon and no
+process ever loads eventlet.
 
 Reading order: :mod:`.config` (where the broker is) → :mod:`.client` (what a call does) →
-:mod:`.pool` (how connections are kept per worker process) → :mod:`.errors` (what can go wrong).
+:mod:`.errors` (what can go wrong) → :mod:`.pool` (connections kept per worker process) →
+:mod:`.nameko_amqp` (nameko's protocol over a deadline-bound AMQP connection: the one module to
+revisit when nameko, kombu or amqp is upgraded).
 """
 
 from .client import CallOutcome, call, call_many, close_pool

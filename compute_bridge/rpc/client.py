@@ -13,8 +13,13 @@ import logging
 import os
 import time
 
-from .errors import BrokerUnreachable, ServiceTimeout, ServiceUnavailable, broker_label
-from .errors import remote_error
+from .errors import (
+    BrokerUnreachable,
+    ServiceTimeout,
+    ServiceUnavailable,
+    broker_label,
+    remote_error,
+)
 from .pool import ConnectionPool
 
 _logger = logging.getLogger(__name__)
@@ -41,12 +46,13 @@ def call_many(config, service, method, args_list):
     URL invalid, service not running) raises a ``BridgeError``; a failure of one request
     (remote error, no reply before the deadline) is in its outcome.
     """
+    if not args_list:
+        return []
     started = time.monotonic()  # before the first call's import of the AMQP libraries
     from .nameko_amqp import Deadline
 
     deadline = Deadline(config.timeout, started)
-    return _on_connection(config, deadline, lambda connection: _send_and_collect(
-        connection, config, service, method, args_list))
+    return _on_connection(config, deadline, service, method, args_list)
 
 
 def close_pool():
@@ -55,8 +61,8 @@ def close_pool():
 
 
 # ---------------------------------------------------------------------------------------------
-def _on_connection(config, deadline, work):
-    """Run ``work(connection)`` on a pooled connection and return its result.
+def _on_connection(config, deadline, service, method, args_list):
+    """:func:`_send_and_collect` on a pooled connection.
 
     A connection error on a *reused* connection means it died while idle (broker restart,
     firewall): run once more on a fresh one, within the same deadline. On a fresh one the
@@ -71,27 +77,28 @@ def _on_connection(config, deadline, work):
         raise _unreachable(config, deadline, error) from error
     item.resource.deadline = deadline
     try:
-        result = work(item.resource)
+        outcomes, complete = _send_and_collect(item.resource, config, service, method, args_list)
     except CONNECTION_ERRORS as error:
         _POOL.discard(item)
         if item.reused and not deadline.expired():
             _logger.info("connection to %s lost (%s); retrying on a new connection",
                          broker, type(error).__name__)
-            return _on_connection(config, deadline, work)
+            return _on_connection(config, deadline, service, method, args_list)
         raise _unreachable(config, deadline, error) from error
     except BaseException:
         _POOL.discard(item)
         raise
-    if deadline.expired():  # stopped mid-way: what it would read next is unknown
-        _POOL.discard(item)
-    else:
+    if complete:
         _POOL.release(item)
-    return result
+    else:  # stopped by the deadline, maybe mid-frame; late replies would come next
+        _POOL.discard(item)
+    return outcomes
 
 
 def _send_and_collect(connection, config, service, method, args_list):
-    """Publish ``BATCH_CHUNK_SIZE`` requests at a time and read their replies, until the
-    deadline: requests without a reply by then (sent or not) get a ``ServiceTimeout``."""
+    """``(outcomes, complete)``: publish ``BATCH_CHUNK_SIZE`` requests at a time and read their
+    replies until the deadline; requests without a reply by then (sent or not) get a
+    ``ServiceTimeout`` and ``complete`` is False."""
     from .nameko_amqp import DeadlineExceeded, UnroutableRequest
 
     outcomes = []
@@ -111,7 +118,6 @@ def _send_and_collect(connection, config, service, method, args_list):
     except DeadlineExceeded:
         timed_out = ServiceTimeout(service=service, method=method, timeout=config.timeout,
                                    broker=broker_label(config.broker_url))
-        _logger.warning("%s (%d requests)", timed_out, len(args_list))
         late = CallOutcome(None, timed_out, config.timeout * 1000.0)
         outcomes.extend(
             _outcome(connection, correlation_id, sent_at, service, method)
@@ -119,7 +125,10 @@ def _send_and_collect(connection, config, service, method, args_list):
             for correlation_id in correlation_ids
         )
         outcomes.extend([late] * (len(args_list) - len(outcomes)))
-    return outcomes
+        _logger.warning("%s (%d of %d requests)", timed_out,
+                        sum(outcome is late for outcome in outcomes), len(args_list))
+        return outcomes, False
+    return outcomes, True
 
 
 def _outcome(connection, correlation_id, sent_at, service, method):
@@ -148,6 +157,10 @@ def _new_connection(broker_url, deadline):
     return RpcConnection(broker_url, deadline)
 
 
+def _after_fork_in_child():
+    _POOL.after_fork_in_child()
+
+
 _POOL = ConnectionPool(_new_connection)
-os.register_at_fork(after_in_child=_POOL.after_fork_in_child)
+os.register_at_fork(after_in_child=_after_fork_in_child)
 atexit.register(close_pool)

@@ -8,7 +8,8 @@ Order of precedence, first found wins:
 ``compute_bridge.broker_url`` (system parameter)
     Set from Settings. Default :data:`DEFAULT_BROKER_URL`.
 ``compute_bridge.rpc_timeout`` (system parameter)
-    Seconds to wait for a reply. Default :data:`DEFAULT_RPC_TIMEOUT`.
+    Seconds a call, or a whole batch, may take from start to end: connecting included.
+    Default :data:`DEFAULT_RPC_TIMEOUT`.
 
 >>> cfg = read_config({"compute_bridge.rpc_timeout": "2.5"}.get, {})
 >>> cfg.broker_url, cfg.timeout, cfg.broker_url_from_env

@@ -17,8 +17,9 @@ the password (:func:`.config.scrub_password`): library errors may echo the URL.
 
 >>> error = ServiceTimeout(service="compute", method="method", timeout=2.0,
 ...                        broker="pyamqp://guest:***@rabbit")
->>> str(error)
-'No reply from compute.method within 2 s (broker pyamqp://guest:***@rabbit): the service is busy or not consuming its queue.'
+>>> print(error)  # doctest: +NORMALIZE_WHITESPACE
+No reply from compute.method within 2 s (broker pyamqp://guest:***@rabbit): the service is
+busy or not consuming its queue.
 >>> sorted(error.params)
 ['broker', 'method', 'service', 'timeout']
 """
@@ -80,7 +81,9 @@ class ServiceUnavailable(BridgeError):
     """The broker has no queue for the service: it is not running (never started here)."""
 
     PARAMS = ("service", "broker")
-    MESSAGE = "The service %(service)r is not running: the broker at %(broker)s has no queue for it."
+    MESSAGE = (
+        "The service %(service)r is not running: the broker at %(broker)s has no queue for it."
+    )
 
 
 class ServiceTimeout(BridgeError):

@@ -17,12 +17,12 @@ it when nameko, kombu or amqp is upgraded. What it relies on:
 """
 
 import logging
-import socket
 import time
 import uuid
 
 import amqp
 import amqp.transport
+from kombu.exceptions import ContentDisallowed, DecodeError
 from kombu.serialization import dumps, loads
 from kombu.utils.url import url_to_parts
 
@@ -33,7 +33,8 @@ _logger = logging.getLogger(__name__)
 RPC_EXCHANGE = "nameko-rpc"  # nameko's default RPC_EXCHANGE
 REPLY_QUEUE_TEMPLATE = "rpc.reply-compute_bridge-%s"  # nameko's rpc.reply-<caller>-<uuid>
 SERIALIZER = "json"  # nameko's default SERIALIZER
-ACCEPTED_CONTENT_TYPES = ("application/json",)
+ACCEPTED_CONTENT_TYPES = ("application/json",)  # never pickle from the network
+UNDECODABLE_REPLY = "UndecodableReply"  # exc_type of a reply in another format
 # Requests are sent transient: one outliving a broker restart would answer a reply queue that
 # died with it. Unacknowledged requests are still redelivered to another instance.
 REQUEST_DELIVERY_MODE = 1  # AMQP non-persistent
@@ -68,7 +69,7 @@ class Deadline:
         return self.remaining() <= 0
 
 
-class DeadlineExceeded(socket.timeout):
+class DeadlineExceeded(TimeoutError):
     """The deadline passed during a socket operation: the connection's state is unknown."""
 
 
@@ -79,13 +80,14 @@ class UnroutableRequest(Exception):
 def parse_broker_url(url):
     """``url`` as keyword arguments of :class:`amqp.Connection`, or raise InvalidBrokerUrl.
 
-    >>> sorted(parse_broker_url("pyamqp://u:p%40ss@rabbit/").items())
-    [('host', 'rabbit:5672'), ('password', 'p@ss'), ('ssl', False), ('userid', 'u'), ('virtual_host', '/')]
+    >>> address = parse_broker_url("pyamqp://u:p%40ss@rabbit/")
+    >>> address["host"], address["userid"], address["password"], address["virtual_host"]
+    ('rabbit:5672', 'u', 'p@ss', '/')
     >>> try:
     ...     parse_broker_url("http://u:secret@localhost:5672")
     ... except InvalidBrokerUrl as error:
-    ...     print(error)
-    The message broker URL http://u:***@localhost:5672 is not valid: the scheme must be amqp:// or pyamqp:// (amqps:// or pyamqps:// for TLS).
+    ...     print(error.params["detail"])
+    the scheme must be amqp:// or pyamqp:// (amqps:// or pyamqps:// for TLS)
     """
 
     def invalid(detail):
@@ -129,7 +131,8 @@ class RpcConnection:
 
     def __init__(self, broker_url, deadline):
         self.deadline = deadline
-        self.replies = {}  # correlation id -> (reply body, time.monotonic() of arrival)
+        # correlation id -> ((content type, encoding, body), time.monotonic() of arrival)
+        self.replies = {}
         self.returned = False
         self.reply_to = str(uuid.uuid4())
         self._connection = _DeadlineConnection(
@@ -172,21 +175,28 @@ class RpcConnection:
     def collect(self, correlation_ids):
         """Read replies until every one of ``correlation_ids`` has one, a request comes back
         (:class:`UnroutableRequest`) or the deadline passes (:class:`DeadlineExceeded`)."""
-        while not self.returned and any(cid not in self.replies for cid in correlation_ids):
+        pending = set(correlation_ids)
+        while True:
+            if self.returned:
+                raise UnroutableRequest()
+            pending.difference_update(self.replies)
+            if not pending:
+                return
             remaining = self.deadline.remaining()
             if remaining <= 0:
                 raise DeadlineExceeded("no reply before the deadline")
             try:
                 self._connection.drain_events(timeout=remaining)
-            except socket.timeout as error:
+            except TimeoutError as error:
                 raise DeadlineExceeded("no reply before the deadline") from error
-        if self.returned:
-            raise UnroutableRequest()
 
     def pop_reply(self, correlation_id):
         """``(result, error, arrived)`` of a collected reply; ``error`` is ``(exc_type, value)``."""
         (content_type, encoding, body), arrived = self.replies.pop(correlation_id)
-        reply = loads(body, content_type, encoding, accept=ACCEPTED_CONTENT_TYPES)
+        try:
+            reply = loads(body, content_type, encoding, accept=ACCEPTED_CONTENT_TYPES)
+        except (ContentDisallowed, DecodeError) as error:
+            return None, (UNDECODABLE_REPLY, str(error)), arrived
         error = reply.get("error")
         if error:
             return None, (error.get("exc_type"), error.get("value")), arrived
@@ -195,14 +205,16 @@ class RpcConnection:
     def is_alive(self):
         """An idle connection has nothing to say: read only if its socket is readable. A
         connection the broker closed is readable (end of file) and reading it raises."""
+        if not self._connection.connected:
+            return False
         self.deadline = Deadline(LIVENESS_PROBE_SECONDS)
         try:
             self._connection.drain_events(timeout=0)
         except DeadlineExceeded:  # stuck in the middle of a frame
             return False
-        except socket.timeout:  # nothing to read: alive
+        except TimeoutError:  # nothing to read: alive
             return True
-        except CONNECTION_ERRORS + (AttributeError,):  # AttributeError: already collected
+        except CONNECTION_ERRORS:
             return False
         return True  # a stray frame was read: the connection works
 
@@ -238,9 +250,10 @@ class _DeadlineMixin:
         super().__init__(*args, **kwargs)
 
     def _setup_transport(self):
-        super()._setup_transport()
+        result = super()._setup_transport()
         self._quick_recv = self._bounded(self._quick_recv)
         self._write = self._bounded(self._write)
+        return result
 
     def _bounded(self, operation):
         def bounded(data):
@@ -252,6 +265,10 @@ class _DeadlineMixin:
             sock.settimeout(remaining if previous is None else min(previous, remaining))
             try:
                 return operation(data)
+            except TimeoutError:
+                if self._deadline_of().expired():  # the deadline, not the caller's timeout
+                    raise DeadlineExceeded("deadline passed") from None
+                raise
             finally:
                 sock.settimeout(previous)
 

@@ -13,7 +13,7 @@ AMQP connection and reply queue each time.
   connections age out.
 - **Checked**: an idle connection is reused only if ``is_alive()`` says so.
 - **Bounded**: at most :data:`MAX_IDLE_PER_KEY` idle connections per key; extras are closed on
-  return. Idle connections older than :data:`MAX_IDLE_SECONDS` are closed rather than reused.
+  return. Idle connections older than :data:`MAX_IDLE_SECONDS` are dropped rather than reused.
 - **Closed on shutdown** through ``atexit`` (see :mod:`.client`).
 
 The pool knows nothing about AMQP: ``factory(key, *args)`` returns an object with ``is_alive()``,
@@ -91,7 +91,7 @@ class ConnectionPool:
             if item is None:
                 return PooledItem(key, self._factory(key, *args))
             if time.monotonic() - item.idle_since > self._max_idle_seconds:
-                self._close(item)
+                self._abort(item)  # no polite close here: it would be paid by this call
             elif item.resource.is_alive():
                 item.reused = True
                 return item
