@@ -353,7 +353,8 @@ def test_base_image_is_pinned(dockerfile):
     for image in froms:
         name, _, tag = image.partition("@")[0].partition(":")
         # a patch release (15.10, 3.11.11) or a dated build (18.0-20250819), never a moving tag
-        assert re.match(r"\d+\.\d+(\.\d+|-\d{8})", tag), "%s: %s is not pinned" % (dockerfile, image)
+        assert re.match(r"\d+\.\d+(\.\d+|-\d{8})", tag), "%s: %s is not pinned" % (
+            dockerfile, image)
 
 
 def test_compose_images_are_pinned(compose):
