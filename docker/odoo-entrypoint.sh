@@ -8,6 +8,8 @@
 #
 # Secrets come from the environment or, for Docker secrets, from files named by NAME_FILE:
 #   ODOO_ADMIN_PASSWD   the master password (database manager; closed by list_db = False anyway)
+#   ODOO_ADMIN_USER_PASSWORD   init only: the password the init step gives the admin user, who
+#                       would otherwise log in with "admin"
 #   PGPASSWORD          the database role's password, read by libpq, never on a command line
 #   COMPUTE_BRIDGE_BROKER_URL, COMPUTE_BRIDGE_HEARTBEAT_SECRET   read by the addon
 # PGHOST, PGPORT, PGUSER and PGDATABASE name the database; Odoo serves that one database only.
@@ -34,7 +36,8 @@ file_env() {
         unset "${1}_FILE"
     fi
 }
-for name in ODOO_ADMIN_PASSWD PGPASSWORD COMPUTE_BRIDGE_BROKER_URL COMPUTE_BRIDGE_HEARTBEAT_SECRET; do
+for name in ODOO_ADMIN_PASSWD ODOO_ADMIN_USER_PASSWORD PGPASSWORD COMPUTE_BRIDGE_BROKER_URL \
+        COMPUTE_BRIDGE_HEARTBEAT_SECRET; do
     file_env "$name"
 done
 
@@ -57,6 +60,7 @@ mkdir -p "$(dirname "$ODOO_RUNTIME_RC")"
 chmod 600 "$ODOO_RUNTIME_RC.new"
 mv "$ODOO_RUNTIME_RC.new" "$ODOO_RUNTIME_RC"
 unset ODOO_ADMIN_PASSWD
+[ "${1:-}" = init ] || unset ODOO_ADMIN_USER_PASSWORD
 
 module_state() {  # the module's state in PGDATABASE; empty when Odoo never initialised it
     initialised=$(psql -XAtq -v ON_ERROR_STOP=1 -c "SELECT to_regclass('public.ir_module_module') IS NOT NULL")
@@ -75,9 +79,20 @@ case "${1:-odoo}" in
             log "$MODULE is already installed in $PGDATABASE: nothing to do"
             exit 0
         fi
+        [ -n "${ODOO_ADMIN_USER_PASSWORD:-}" ] ||
+            die "ODOO_ADMIN_USER_PASSWORD (or ODOO_ADMIN_USER_PASSWORD_FILE) is not set"
         log "installing $MODULE in $PGDATABASE"
         # shellcheck disable=SC2086
-        set -- $ONE_SHOT_OPTIONS --init "$MODULE" "$@"
+        odoo --config "$ODOO_RUNTIME_RC" --database "$PGDATABASE" --db-filter "^${PGDATABASE}\$" \
+            $ONE_SHOT_OPTIONS --init "$MODULE" "$@"
+        log "setting the admin user's password"
+        # Odoo's shell runs the script it reads on stdin; the password stays in the environment.
+        odoo shell --config "$ODOO_RUNTIME_RC" --database "$PGDATABASE" --no-http "$@" <<'PYEOF'
+import os
+env.ref("base.user_admin").password = os.environ["ODOO_ADMIN_USER_PASSWORD"]
+env.cr.commit()
+PYEOF
+        exit 0
         ;;
     upgrade)
         shift

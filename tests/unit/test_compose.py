@@ -31,6 +31,7 @@ SECRETS = {
     "POSTGRES_PASSWORD": "test-postgres-superuser-password",
     "ODOO_DB_PASSWORD": "test-odoo-role-password",
     "ODOO_ADMIN_PASSWD": "test-odoo-master-password",
+    "ODOO_ADMIN_USER_PASSWORD": "test-odoo-admin-user-password",
     "RABBITMQ_PASSWORD": "test-broker-password",
     "HEARTBEAT_SECRET": "test-heartbeat-secret",
 }
@@ -259,7 +260,8 @@ def test_odoo_connects_as_a_role_of_its_own_created_by_the_init_script(compose):
     assert os.path.realpath(init_dir) == os.path.join(REPO, "docker", "postgres-init")
     script = os.path.join(init_dir, "10-odoo-role.sh")
     assert os.access(script, os.X_OK), "the postgres image runs executable *.sh scripts"
-    assert "pg_isready" in " ".join(as_list(db["healthcheck"]["test"]))
+    # over TCP: the postgres image runs its init scripts with a server on the Unix socket only
+    assert "pg_isready -h 127.0.0.1" in " ".join(as_list(db["healthcheck"]["test"]))
 
 
 # --------------------------------------------------------------------------------------------
