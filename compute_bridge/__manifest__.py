@@ -1,13 +1,13 @@
 {
     "name": "Compute Bridge",
     "summary": "Call Nameko microservices over RabbitMQ from Odoo",
-    "version": "18.0.1.0.0",
+    "version": "18.0.1.1.0",
     "category": "Technical",
     "license": "LGPL-3",
     "author": "compute_bridge contributors",
     "website": "https://github.com/compute-bridge/compute_bridge",
     "depends": ["base_setup", "web"],
-    "external_dependencies": {"python": ["nameko"]},
+    "external_dependencies": {"python": ["kombu", "amqp"]},
     "data": [
         "security/compute_bridge_security.xml",
         "security/ir.model.access.csv",

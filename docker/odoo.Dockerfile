@@ -1,5 +1,5 @@
 # Odoo 18 with the compute_bridge addon in it. Build from the repository root:
-#   docker build -f docker/odoo.Dockerfile -t compute-bridge-odoo:18.0.1.0.0 .
+#   docker build -f docker/odoo.Dockerfile -t compute-bridge-odoo:18.0.1.1.0 .
 #
 # The base is a dated build of the official image (odoo:18 is rebuilt nightly). To bump it, pick
 # a newer 18.0-YYYYMMDD tag (https://hub.docker.com/_/odoo), rebuild, run the upgrade step
@@ -8,21 +8,21 @@
 #
 # The image is Ubuntu 24.04 with the system Python 3.12 and Odoo's dependencies from apt (greenlet,
 # gevent, Werkzeug, requests, urllib3 at Ubuntu Noble's versions, which Odoo 18 pins for 3.12).
-# requirements.txt lists only what the addon adds (nameko and the parts of its tree Odoo lacks);
-# pip keeps every package apt already provides in a version nameko accepts, so the distribution's
+# requirements.txt lists only what the addon adds (kombu and py-amqp: the addon speaks nameko's
+# protocol without nameko); pip keeps every package apt already provides, so the distribution's
 # copies, and their security updates, are used. PEP 668 guards that Python:
 # --break-system-packages is right for an image that exists for this one Odoo.
 FROM odoo:18.0-20250819
 
 # The release, as in compute_bridge/__manifest__.py (tests/unit/test_compose.py checks they agree).
 LABEL org.opencontainers.image.title="compute_bridge for Odoo 18" \
-      org.opencontainers.image.version="18.0.1.0.0" \
+      org.opencontainers.image.version="18.0.1.1.0" \
       org.opencontainers.image.licenses="LGPL-3.0-only"
 
 USER root
 COPY requirements.txt /tmp/compute_bridge/requirements.txt
 RUN pip3 install --no-cache-dir --break-system-packages -r /tmp/compute_bridge/requirements.txt \
-    && python3 -c "import nameko.standalone.rpc" \
+    && python3 -c "import amqp, kombu" \
     && rm -rf /tmp/compute_bridge
 
 # The addon is part of the image, not mounted from a checkout: what runs is what was built. Not
