@@ -22,7 +22,7 @@ MALFORMED_URLS = {
 }
 WELL_FORMED_URLS = (
     "amqps://u:p@rabbit-1:5671/prod;amqps://u:p@rabbit-2:5671/prod",
-    "librabbitmq://u:p@[::1]:5672",
+    "pyamqps://u:p@[::1]:5671",
 )
 # Settings saved -5 (and showed it while calls used the default); nothing bounded 1e9.
 MALFORMED_TIMEOUTS = ("-5", "1e9", "0.01", "61", "nan", "inf", "abc")
