@@ -39,9 +39,10 @@ from services.settings import (
 
 _logger = logging.getLogger(__name__)
 
+# Where Notifier sends: the notify service's rpc `send`, or this event (payload: a list of
+# messages) dispatched by the service that holds the Notifier.
 NOTIFY_SERVICE_NAME = "notify"
-COMPUTE_SERVICE_NAME = "compute"  # the source of the events notify listens to
-OPERATIONS_COMPLETED_EVENT = "operations_completed"  # payload: a list of messages
+OPERATIONS_COMPLETED_EVENT = "operations_completed"
 
 # Event mode batches the notifications: one event carries the messages of up to this many
 # calls, or of what completed in this many seconds after the first one, whichever comes first,
@@ -122,8 +123,8 @@ class Notifier(EventDispatcher):
             for message in messages:
                 try:
                     self.send_now(worker_ctx, message)
-                except Exception:  # noqa: BLE001 - the sum is already delivered; keep the worker
-                    _logger.warning("could not notify %r via rpc", message, exc_info=True)
+                except Exception as error:  # noqa: BLE001 - the sum is delivered; keep the worker
+                    _logger.warning("could not notify %r via rpc: %s", message, error)
             return
         self._batch.extend(messages)
         if len(self._batch) >= NOTIFY_BATCH_MAX:
@@ -146,9 +147,9 @@ class Notifier(EventDispatcher):
             return
         try:
             self.send_batch(batch)
-        except Exception:  # noqa: BLE001 - the sums are already delivered
-            _logger.warning("could not notify %d messages via event, first %r",
-                            len(batch), batch[0], exc_info=True)
+        except Exception as error:  # noqa: BLE001 - the sums are already delivered
+            _logger.warning("could not notify %d messages via event, first %r: %s",
+                            len(batch), batch[0], error)
 
     def stop(self):
         # the container has waited for its workers: send what they left in the batch

@@ -43,7 +43,7 @@ class HeartbeatService:
         if reached:
             try:
                 self.dispatch(HEARTBEAT_EVENT, beat)
-            except Exception:  # noqa: BLE001 - a broker hiccup must not stop the timer
-                _logger.warning("could not dispatch the heartbeat event", exc_info=True)
+            except Exception as error:  # noqa: BLE001 - a broker hiccup must not stop the timer
+                _logger.warning("could not dispatch the heartbeat event: %s", error)
         self.monitor.post(beat)
         return beat

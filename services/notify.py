@@ -2,13 +2,14 @@
 
 import logging
 
-from services.dependencies import COMPUTE_SERVICE_NAME, OPERATIONS_COMPLETED_EVENT, Registration
+from services.compute import SERVICE_NAME as COMPUTE_SERVICE_NAME
+from services.dependencies import NOTIFY_SERVICE_NAME, OPERATIONS_COMPLETED_EVENT, Registration
 from services.entrypoints import event_handler, rpc
 from services.logs import quoted
 
 _logger = logging.getLogger(__name__)
 
-SERVICE_NAME = "notify"
+SERVICE_NAME = NOTIFY_SERVICE_NAME  # the name compute's Notifier calls
 
 
 class NotifyService:

@@ -218,3 +218,4 @@ def test_health_and_beats_follow_a_broker_stopped_and_restarted(stoppable_broker
         in log
     for secret in (stoppable_broker.password, heartbeat_secret):
         assert secret not in log
+    assert "Traceback" not in log  # a lost broker is said in one line each time

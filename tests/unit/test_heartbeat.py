@@ -122,7 +122,7 @@ def test_a_failed_dispatch_does_not_stop_the_beat(make_heartbeat, caplog):
     service = make_heartbeat()
     service.dispatch.side_effect = OSError("broker gone")
     assert service.beat()["service"] == "heartbeat"
-    assert "could not dispatch the heartbeat event" in caplog.text
+    assert "could not dispatch the heartbeat event: broker gone" in caplog.text
 
 
 # -- what the beat logs -------------------------------------------------------------------------
