@@ -8,10 +8,11 @@ A ``?db=<name>`` query parameter in HEARTBEAT_URL is checked against the databas
 so a beat meant for another database is refused (409) rather than written to the wrong one.
 
 Answers: 200 ``{"status": "ok"}`` (or ``"superseded"`` when a concurrent beat of the same
-instance holds the row); 403 with an empty body when the secret is missing or wrong
-(nothing is said about why, nor is the body read); 411 without a Content-Length; 413 when the
-body is larger than ``health.MAX_BODY_BYTES``; 400 with a readable reason when the body is not
-a heartbeat.
+instance holds the row); 429 for a new instance while the table is full of live ones
+(``MAX_INSTANCES`` in models/compute_service_instance.py); 403 with an empty body when the
+secret is missing or wrong (nothing is said about why, nor is the body read); 411 without a
+Content-Length; 413 when the body is larger than ``heartbeats.MAX_BODY_BYTES``; 400 with a
+readable reason when the body is not a heartbeat.
 """
 
 import hmac
@@ -21,7 +22,8 @@ import logging
 from odoo import http
 from odoo.http import request
 
-from .. import health
+from .. import heartbeats
+from ..models.compute_service_instance import TooManyInstances
 
 _logger = logging.getLogger(__name__)
 
@@ -34,7 +36,7 @@ class HeartbeatController(http.Controller):
     def heartbeat(self, **_query):
         instances = request.env["compute.service.instance"].sudo()
         expected = instances._heartbeat_secret()
-        given = request.httprequest.headers.get(health.SECRET_HEADER, "")
+        given = request.httprequest.headers.get(heartbeats.SECRET_HEADER, "")
         # compare_digest: the answer time must not tell how much of a guessed secret is right.
         # An unset secret refuses everything rather than accepting everything.
         if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
@@ -56,18 +58,22 @@ class HeartbeatController(http.Controller):
         length = request.httprequest.content_length
         if length is None:
             return _json_response({"error": "Content-Length is required"}, status=411)
-        if length > health.MAX_BODY_BYTES:
+        if length > heartbeats.MAX_BODY_BYTES:
             return _json_response(
-                {"error": "body is larger than %d bytes" % health.MAX_BODY_BYTES}, status=413
+                {"error": "body is larger than %d bytes" % heartbeats.MAX_BODY_BYTES}, status=413
             )
         raw = request.httprequest.get_data()
         try:
-            beat = health.parse_heartbeat(raw)
-        except health.HeartbeatError as error:
+            beat = heartbeats.parse_heartbeat(raw)
+        except heartbeats.HeartbeatError as error:
             _logger.warning("malformed heartbeat refused: %s", error)
             return _json_response({"error": str(error)}, status=400)
 
-        recorded = instances._record_heartbeat(beat)
+        try:
+            recorded = instances._record_heartbeat(beat)
+        except TooManyInstances as error:
+            _logger.warning("heartbeat of new instance %r refused: %s", beat["instance_id"], error)
+            return _json_response({"error": str(error)}, status=429)
         # "superseded": another beat of this instance was being written at the same moment
         return _json_response({"status": "ok" if recorded else "superseded"})
 

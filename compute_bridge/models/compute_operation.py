@@ -10,8 +10,21 @@ import os
 
 from odoo import api, fields, models
 from odoo.exceptions import UserError, ValidationError
+from odoo.tools import SQL
 
-from ..rpc import BridgeError, CallOutcome, InvalidOperands, call, call_many, read_config
+from ..rpc import (
+    BridgeError,
+    BrokerUnreachable,
+    CallOutcome,
+    InvalidBrokerUrl,
+    InvalidOperands,
+    RemoteFailure,
+    ServiceTimeout,
+    ServiceUnavailable,
+    call,
+    call_many,
+    read_config,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -23,8 +36,14 @@ MAX_REPR_LENGTH = 60
 
 
 def format_number(value):
-    """A sum as people write it: 199998, 0.3 (not 199998.0, 0.30000000000000004)."""
-    return f"{value:.15g}"
+    """A number with the precision it has, as the form and list show it (JavaScript's
+    String(number)): the shortest text that reads back as the same float, without ".0".
+
+    >>> format_number(199998.0), format_number(0.001 + 0.002), format_number(0.1 + 0.2)
+    ('199998', '0.003', '0.30000000000000004')
+    """
+    text = repr(float(value))
+    return text.removesuffix(".0")
 
 
 def describe_value(value):
@@ -95,7 +114,8 @@ class ComputeOperation(models.Model):
         notification instead of being raised: raising would roll back the failed state, and
         the user would see nothing but an error dialog. Pressing again retries.
         """
-        if not self:
+        operations = self._lock_existing()
+        if not operations:
             return self._notification(self.env._("Nothing to compute."), "warning")
         config = self._compute_bridge_config()
         try:
@@ -103,13 +123,39 @@ class ComputeOperation(models.Model):
                 config,
                 COMPUTE_SERVICE,
                 COMPUTE_METHOD,
-                [(operation.field_1, operation.field_2) for operation in self],
+                [(operation.field_1, operation.field_2) for operation in operations],
             )
         except BridgeError as error:  # the whole batch failed: broker or service unavailable
-            outcomes = [CallOutcome(None, error, 0.0)] * len(self)
-        for operation, outcome in zip(self, outcomes, strict=True):
+            outcomes = [CallOutcome(None, error, 0.0)] * len(operations)
+        for operation, outcome in zip(operations, outcomes, strict=True):
             operation._write_outcome(outcome)
+        failures = [outcome.error for outcome in outcomes if outcome.error is not None]
+        if failures:
+            _logger.info("Suma of %d operations: %d failed, the first with: %s",
+                         len(operations), len(failures), failures[0])
+        else:
+            _logger.info("Suma of %d operations: all done", len(operations))
         return self._outcomes_notification(outcomes)
+
+    def _lock_existing(self):
+        """The records of ``self`` that still exist, locked against writes and deletes by
+        others until this transaction ends, so that the results can be written.
+
+        Another user may delete some of them before or while the service computes the batch:
+        those are skipped, the others computed. A delete committed after this transaction
+        began makes the lock fail with a serialization error; Odoo then retries the request,
+        which no longer sees the deleted records. A delete that comes later waits for the lock.
+        """
+        if not self.ids:
+            return self
+        # log_exceptions=False: the serialization failure is Odoo's to retry, not an error
+        self.env.cr.execute(
+            SQL("SELECT id FROM %s WHERE id IN %s FOR NO KEY UPDATE",
+                SQL.identifier(self._table), tuple(self.ids)),
+            log_exceptions=False,
+        )
+        existing = {row[0] for row in self.env.cr.fetchall()}
+        return self.browse([record_id for record_id in self.ids if record_id in existing])
 
     @api.model
     def compute_sum(self, a, b):
@@ -127,9 +173,9 @@ class ComputeOperation(models.Model):
         try:
             total = call(self._compute_bridge_config(), COMPUTE_SERVICE, COMPUTE_METHOD, a, b)
         except InvalidOperands as error:
-            raise ValidationError(str(error)) from error
+            raise ValidationError(self._bridge_error_message(error)) from error
         except BridgeError as error:
-            raise UserError(str(error)) from error
+            raise UserError(self._bridge_error_message(error)) from error
         try:
             return float(total)
         except OverflowError as error:  # an exact int sum beyond the float range
@@ -144,19 +190,21 @@ class ComputeOperation(models.Model):
     @api.model
     def _check_finite_operands(self, vals):
         """Refuse, before the ORM converts them, operands it would store as NaN or infinity or
-        fail on with a traceback (strings, lists, ints beyond the float range).
-
-        None and False are Odoo's "no value" (stored as 0.0) and pass.
-        """
+        fail on with a traceback (strings, lists, ints beyond the float range), and "no value",
+        which the ORM would store as 0."""
         for field_name in ("field_1", "field_2"):
-            value = vals.get(field_name)
-            if value is not None and value is not False:
-                self._check_operand(field_name, value)
+            if field_name in vals:
+                self._check_operand(field_name, vals[field_name])
 
     @api.model
     def _check_operand(self, field_name, value):
         """Return ``value`` as a float, or raise a ValidationError naming the field and quoting
         the value, unless it is a finite int or float (bool is not a number here)."""
+        if value is None or value is False:
+            # What the web client sends for a number it read as Infinity ("1e400", 400 digits).
+            raise ValidationError(self.env._(
+                "%(field)s must be a finite number: the value entered is too large or not a "
+                "number.", field=self._field_label(field_name)))
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             try:
                 number = float(value)
@@ -166,7 +214,46 @@ class ComputeOperation(models.Model):
                 return number
         raise ValidationError(self.env._(
             "%(field)s must be a finite number, not %(value)s.",
-            field=self._fields[field_name].string, value=describe_value(value)))
+            field=self._field_label(field_name), value=describe_value(value)))
+
+    @api.model
+    def _field_label(self, field_name):
+        """The field's label in the user's language, as the form shows it."""
+        return self._fields[field_name]._description_string(self.env)
+
+    @api.model
+    def _bridge_error_message(self, error):
+        """``error`` (an rpc BridgeError) told in the user's language, from its ``params``.
+
+        Its ``str()`` is English, fit for logs; this is what users read. Most specific class
+        first: InvalidBrokerUrl is a BrokerUnreachable.
+        """
+        params = error.params
+        if isinstance(error, InvalidBrokerUrl):
+            return self.env._("The message broker URL %(broker)s is not valid: %(detail)s.",
+                              broker=params["broker"], detail=params["detail"])
+        if isinstance(error, BrokerUnreachable):
+            return self.env._("Cannot reach the message broker at %(broker)s (%(detail)s).",
+                              broker=params["broker"], detail=params["detail"])
+        if isinstance(error, ServiceUnavailable):
+            return self.env._(
+                "The service %(service)s is not running: the broker at %(broker)s has no queue "
+                "for it.", service=params["service"], broker=params["broker"])
+        if isinstance(error, ServiceTimeout):
+            return self.env._(
+                "No reply from %(service)s.%(method)s within %(timeout)s s (broker %(broker)s): "
+                "the service is busy or not consuming its queue.",
+                service=params["service"], method=params["method"],
+                timeout="%g" % params["timeout"], broker=params["broker"])
+        if isinstance(error, InvalidOperands):
+            return self.env._("%(service)s.%(method)s refused the operands: %(detail)s",
+                              service=params["service"], method=params["method"],
+                              detail=params["detail"])
+        if isinstance(error, RemoteFailure):
+            return self.env._("%(service)s.%(method)s failed with %(exc_type)s: %(detail)s",
+                              service=params["service"], method=params["method"],
+                              exc_type=params["exc_type"], detail=params["detail"])
+        return str(error)
 
     def _write_outcome(self, outcome):
         self.ensure_one()
@@ -178,8 +265,8 @@ class ComputeOperation(models.Model):
         if outcome.error is None:
             vals.update(result=outcome.value, state="done", error_message=False)
         else:
-            _logger.info("compute.operation(%s): computation failed: %s", self.id, outcome.error)
-            vals.update(state="failed", error_message=str(outcome.error))
+            _logger.debug("compute.operation(%s): computation failed: %s", self.id, outcome.error)
+            vals.update(state="failed", error_message=self._bridge_error_message(outcome.error))
         self.write(vals)
 
     @api.model
@@ -196,7 +283,7 @@ class ComputeOperation(models.Model):
                 self.env._("%(count)s operations completed %(sums)s", count=len(sums), sums=shown),
                 "success",
             )
-        first_error = str(failures[0].error)
+        first_error = self._bridge_error_message(failures[0].error)
         if len(outcomes) == 1:
             return self._notification(self.env._("Operation failed: %s", first_error), "danger")
         return self._notification(

@@ -1,13 +1,16 @@
 """Calling the Nameko services from Odoo, without Odoo.
 
-Nothing here imports the ORM, and nameko/eventlet are imported only when a call is made, so
-Odoo's gevent (websocket) process can import the addon without ever loading them.
+Nothing here imports the ORM. kombu and amqp are imported only when a call is made, and
+nameko (with eventlet) never: Odoo's gevent (websocket) process can import the addon and no
+process ever loads eventlet.
 
 Reading order: :mod:`.config` (where the broker is) → :mod:`.client` (what a call does) →
-:mod:`.pool` (how connections are kept per worker process) → :mod:`.errors` (what can go wrong).
+:mod:`.errors` (what can go wrong) → :mod:`.pool` (connections kept per worker process) →
+:mod:`.nameko_amqp` (nameko's protocol over a deadline-bound AMQP connection: the one module to
+revisit when nameko, kombu or amqp is upgraded).
 """
 
-from .client import CallOutcome, call, call_many, close_pool, test_connection
+from .client import CallOutcome, call, call_many, close_pool
 from .config import (
     BROKER_URL_ENV_VAR,
     BROKER_URL_PARAM,
@@ -21,6 +24,7 @@ from .config import (
 from .errors import (
     BridgeError,
     BrokerUnreachable,
+    InvalidBrokerUrl,
     InvalidOperands,
     RemoteFailure,
     ServiceTimeout,
@@ -37,6 +41,7 @@ __all__ = [
     "BridgeError",
     "BrokerUnreachable",
     "CallOutcome",
+    "InvalidBrokerUrl",
     "InvalidOperands",
     "RemoteFailure",
     "ServiceTimeout",
@@ -46,5 +51,4 @@ __all__ = [
     "close_pool",
     "mask_url",
     "read_config",
-    "test_connection",
 ]

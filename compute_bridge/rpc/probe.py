@@ -1,11 +1,10 @@
 """Test connection: one real round trip through the broker to the compute service and back.
 
-:func:`.client.test_connection` proves the broker accepts a connection; this proves more: a
-request reached a running compute service and its reply came back, and says how long that took.
+It proves more than a connection to the broker: a request reached a running compute service
+and its reply came back, and it says how long that took.
 """
 
 import collections
-import time
 
 from .client import call_many
 from .errors import RemoteFailure
@@ -14,6 +13,7 @@ COMPUTE_SERVICE = "compute"
 COMPUTE_METHOD = "method"
 PROBE_OPERANDS = (1, 1)
 PROBE_EXPECTED = 2
+UNEXPECTED_RESULT = "UnexpectedResult"  # RemoteFailure.exc_type of a wrong answer
 
 ProbeResult = collections.namedtuple("ProbeResult", ["operands", "result", "round_trip_ms"])
 ProbeResult.__doc__ = """A successful probe: ``result`` of ``operands`` and the round trip time
@@ -27,17 +27,12 @@ def probe_compute(config, service=COMPUTE_SERVICE, method=COMPUTE_METHOD):
     service or its answer is wrong: a service that answers 1 + 1 with anything but 2 is not the
     compute service this addon expects.
     """
-    started = time.monotonic()
     outcome = call_many(config, service, method, [PROBE_OPERANDS])[0]
     if outcome.error is not None:
         raise outcome.error
     if outcome.value != PROBE_EXPECTED:
         raise RemoteFailure(
-            "%s.%s answered %r to %s + %s, expected %s."
-            % (service, method, outcome.value, *PROBE_OPERANDS, PROBE_EXPECTED)
+            service=service, method=method, exc_type=UNEXPECTED_RESULT,
+            detail="%s + %s = %r, expected %s" % (*PROBE_OPERANDS, outcome.value, PROBE_EXPECTED),
         )
-    # duration_ms excludes opening the connection; fall back to the whole call if it is absent
-    round_trip = outcome.duration_ms
-    if round_trip is None:
-        round_trip = (time.monotonic() - started) * 1000.0
-    return ProbeResult(PROBE_OPERANDS, outcome.value, round_trip)
+    return ProbeResult(PROBE_OPERANDS, outcome.value, outcome.duration_ms)

@@ -54,10 +54,6 @@ class ComputeBridgeCase(TransactionCase):
         env["ir.config_parameter"].sudo().set_param(BROKER_URL_PARAM, url)
 
     def new_operation(self, value_1, value_2, user=None):
-        """A draft operation, created as ``user`` (default: the compute user).
-
-        >>> self.new_operation(1, 2).state
-        'draft'
-        """
+        """A draft operation, created as ``user`` (default: the compute user)."""
         Operation = self.Operation.with_user(user or self.user)
         return Operation.create({"field_1": value_1, "field_2": value_2})

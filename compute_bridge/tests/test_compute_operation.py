@@ -3,16 +3,23 @@
 import doctest
 import math
 import os
+import threading
 import time
 import xmlrpc.client
 from unittest.mock import patch
 
+from odoo import SUPERUSER_ID, api
 from odoo.exceptions import UserError, ValidationError
-from odoo.tests import tagged
+from odoo.service.model import retrying
+from odoo.tests import TransactionCase, tagged
+from odoo.tools.translate import code_translations
 
 from ..models import compute_operation
 from ..rpc import BROKER_URL_ENV_VAR
 from .common import BROKER_URL, CLOSED_PORT_URL, SECRET, TEST_RPC_TIMEOUT, ComputeBridgeCase
+
+SPANISH = "es_ES"
+SYNC_TIMEOUT = 60  # seconds a test waits for another transaction to reach a point
 
 
 class TestComputeOperation(ComputeBridgeCase):
@@ -86,16 +93,22 @@ class TestComputeOperation(ComputeBridgeCase):
                     self.Operation.with_user(self.user).compute_sum(value, 1)
         self.assertRecordValues(operation, [{"field_1": 1.0, "field_2": 1.0}])
 
-    def test_no_value_is_zero(self):
-        """Odoo's "no value" stays accepted by create and write (the ORM stores 0.0), not by
-        compute_sum, which has no field to default."""
-        operation = self.new_operation(None, False)
-        self.assertRecordValues(operation, [{"field_1": 0.0, "field_2": 0.0}])
+    def test_no_value_is_refused(self):
+        """None and False, which the ORM would store as 0, are refused by create, write and
+        compute_sum: the web client sends null for a number it read as Infinity ("1e400")."""
+        for value in (None, False):
+            with self.subTest(value=value):
+                with self.assertRaisesRegex(ValidationError, "^First Value must be a finite "
+                                            "number: the value entered is too large"):
+                    self.new_operation(value, 1)
+                with self.assertRaisesRegex(ValidationError, "^Second Value must be"):
+                    self.new_operation(1, 1).write({"field_2": value})
+                with self.assertRaisesRegex(ValidationError, "^Second Value must be"):
+                    self.Operation.compute_sum(1, value)
+        operation = self.Operation.with_user(self.user).create({"field_2": 2})
+        self.assertRecordValues(operation, [{"field_1": 0.0, "field_2": 2.0}])
         operation.write({"field_1": 2**53 + 1, "field_2": 10**300})
         self.assertRecordValues(operation, [{"field_1": 2.0**53, "field_2": 1e300}])
-        for value in (None, False):
-            with self.subTest(value=value), self.assertRaises(ValidationError):
-                self.Operation.compute_sum(1, value)
 
     def test_compute_sum_of_huge_ints(self):
         """Ints travel unchanged and the service adds them exactly; a sum beyond the float
@@ -107,8 +120,9 @@ class TestComputeOperation(ComputeBridgeCase):
             self.Operation.compute_sum(big, big)
 
     def test_doctests(self):
-        failures, _tried = doctest.testmod(compute_operation)
-        self.assertEqual(failures, 0)
+        result = doctest.testmod(compute_operation)
+        self.assertGreater(result.attempted, 0, "no doctest example ran")
+        self.assertEqual(result.failed, 0, "compute_operation.py doctests failed (see the log)")
 
     def test_broker_unreachable_keeps_input_and_fails_fast(self):
         self.set_broker(self.env, CLOSED_PORT_URL)
@@ -178,11 +192,126 @@ class TestComputeOperation(ComputeBridgeCase):
 
 
 @tagged("post_install", "-at_install")
-class TestInstalled(ComputeBridgeCase):
-    """After installation (Odoo's runner: post_install; pytest-odoo: an installed database)."""
+class TestMessagesInTheUsersLanguage(ComputeBridgeCase):
+    """What a Spanish user reads is Spanish, field names and broker errors included."""
 
-    def test_module_installed(self):
-        module = self.env["ir.module.module"].search([("name", "=", "compute_bridge")])
-        self.assertEqual(module.state, "installed")
-        self.assertTrue(self.env.ref("compute_bridge.compute_operation_action"))
-        self.assertTrue(self.env.ref("compute_bridge.compute_operation_menu").action)
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.env["res.lang"]._activate_lang(SPANISH)
+        cls.env["ir.module.module"]._load_module_terms(["compute_bridge"], [SPANISH],
+                                                       overwrite=True)
+        cls.Spanish = cls.Operation.with_user(cls.user).with_context(lang=SPANISH)
+
+    def test_a_refused_operand_names_the_field_in_spanish(self):
+        with self.assertRaisesRegex(ValidationError, "^Primer valor "):
+            self.Spanish.create({"field_1": "abc", "field_2": 1})
+        with self.assertRaisesRegex(ValidationError, "^Segundo valor "):
+            self.Spanish.compute_sum(1, "abc")
+
+    def test_a_broker_error_is_told_through_the_translations(self):
+        """Built from the error's params with a translatable template: with a Spanish term for
+        it (the one es.po will hold), the user reads Spanish with the masked broker filled in."""
+        source = "Cannot reach the message broker at %(broker)s (%(detail)s)."
+        spanish = "No se puede contactar con el broker de mensajes en %(broker)s (%(detail)s)."
+        terms = dict(code_translations.get_python_translations("compute_bridge", SPANISH))
+        terms[source] = spanish
+        self.set_broker(self.env, CLOSED_PORT_URL)
+        operation = self.new_operation(1, 2)
+        with patch.dict(code_translations.python_translations,
+                        {("compute_bridge", SPANISH): terms}):
+            action = self.Spanish.browse(operation.ids).action_suma()
+        self.assertTrue(operation.error_message.startswith(
+            "No se puede contactar con el broker de mensajes en pyamqp://guest:***@127.0.0.1:1 ("),
+            operation.error_message)
+        self.assertTrue(action["params"]["message"].startswith("Operación fallida: No se puede"),
+                        action["params"]["message"])
+        self.assertNotIn(SECRET, operation.error_message)
+
+
+@tagged("post_install", "-at_install")
+class TestSumaWhileRecordsAreDeleted(TransactionCase):
+    """A Suma and a manager's delete in two transactions of their own, committed, each run
+    through odoo.service.model.retrying as Odoo runs a request (a serialization failure is
+    retried from the start). Post-install: other transactions see the module's tables."""
+
+    COUNT = 50
+    DELETED = 10
+
+    def setUp(self):
+        super().setUp()
+        # other transactions do not see this test's parameters: the environment points them
+        # at the test broker
+        environ = patch.dict(os.environ, {BROKER_URL_ENV_VAR: BROKER_URL})
+        environ.start()
+        self.addCleanup(environ.stop)
+        self.ids = self.in_transaction(lambda env: env["compute.operation"].create(
+            [{"field_1": number, "field_2": 1} for number in range(self.COUNT)]).ids)
+        self.addCleanup(self.in_transaction,
+                        lambda env: env["compute.operation"].browse(self.ids).exists().unlink())
+        self.gone = self.ids[:self.DELETED]
+
+    def in_transaction(self, func):
+        with self.registry.cursor() as cr:
+            env = api.Environment(cr, SUPERUSER_ID, {})
+            return retrying(lambda: func(env), env)
+
+    def suma(self):
+        return self.in_transaction(
+            lambda env: env["compute.operation"].browse(self.ids).action_suma())
+
+    def delete(self, backend_pids=None):
+        def unlink(env):
+            if backend_pids is not None:
+                env.cr.execute("SELECT pg_backend_pid()")
+                backend_pids.append(env.cr.fetchone()[0])
+            env["compute.operation"].browse(self.gone).exists().unlink()
+        self.in_transaction(unlink)
+
+    def assert_the_others_are_done(self, action, computed):
+        self.assertEqual(action["params"]["type"], "success", action["params"]["message"])
+        self.assertIn("%d operations completed" % computed, action["params"]["message"])
+
+        def states(env):
+            operations = env["compute.operation"].browse(self.ids).exists()
+            return sorted(operations.ids), set(operations.mapped("state"))
+        ids, found = self.in_transaction(states)
+        self.assertEqual(ids, sorted(self.ids[self.DELETED:]))
+        self.assertEqual(found, {"done"})
+
+    def test_records_deleted_before_the_suma_are_skipped(self):
+        """The list the user pressed Suma on still shows records another user deleted."""
+        self.delete()
+        self.assert_the_others_are_done(self.suma(), computed=self.COUNT - self.DELETED)
+
+    def test_records_deleted_during_the_suma_are_skipped(self):
+        """The delete comes while the service computes the batch: it waits for the results to
+        be written (all were computed), then deletes."""
+        deleter_pids, deleter = [], None
+
+        def call_many_meanwhile_delete(*args, **kwargs):
+            nonlocal deleter
+            if deleter is None:
+                deleter = threading.Thread(target=self.delete, args=(deleter_pids,))
+                deleter.start()
+                self.wait_until_done_or_waiting(deleter, deleter_pids)
+            return real_call_many(*args, **kwargs)
+
+        real_call_many = compute_operation.call_many
+        with patch.object(compute_operation, "call_many", call_many_meanwhile_delete):
+            action = self.suma()
+        deleter.join(SYNC_TIMEOUT)
+        self.assertFalse(deleter.is_alive())
+        self.assert_the_others_are_done(action, computed=self.COUNT)
+
+    def wait_until_done_or_waiting(self, thread, backend_pids):
+        """Until ``thread`` has finished, or its database session waits for a lock."""
+        deadline = time.monotonic() + SYNC_TIMEOUT
+        while thread.is_alive() and time.monotonic() < deadline:
+            with self.registry.cursor() as cr:
+                cr.execute("SELECT 1 FROM pg_stat_activity"
+                           " WHERE pid = ANY(%s) AND wait_event_type = 'Lock'",
+                           [backend_pids or [0]])
+                if cr.fetchone():
+                    return
+            time.sleep(0.05)

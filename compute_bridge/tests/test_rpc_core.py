@@ -1,82 +1,116 @@
-"""The pure-Python RPC layer, without Odoo's ORM and (here only) with fakes for nameko.
+"""The pure-Python RPC layer, without Odoo's ORM.
 
-These tests check the decisions the client makes (retry once, discard after a timeout, map
-errors, chunk batches, fork safety); tests/test_rpc_live.py checks the same against RabbitMQ.
+``TestClient`` checks the decisions the client makes (chunk, retry once, drop a connection after
+its deadline, map errors) with a fake connection; everything else here is real: the deadline
+against real sockets that misbehave, URL checks, the pool, import hygiene.
+tests/test_rpc_live.py checks the client against RabbitMQ and the services.
 """
 
 import ast
+import contextlib
 import doctest
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 import threading
-import types
+import time
 from unittest import mock
 
 from odoo.tests import BaseCase
 
 from .. import rpc
-from ..rpc import client, config, errors, pool
+from ..rpc import client, config, errors, nameko_amqp, pool
 
 RPC_DIR = pathlib.Path(rpc.__file__).parent
+SECRET = "s3cr3t-pa55word"
+DEADLINE_TIMEOUT = 1.0  # seconds: the RPC timeout of the deadline tests
+MARGIN = 1.0  # what a call may take beyond its timeout (closing, logging): a correctness bound
+DRIP_INTERVAL = 0.5  # seconds between two bytes of the dribbling peer
+AMQP_HEADER_SIZE = 8  # b"AMQP\x00\x00\x09\x01": a broker answers once it has read it
 
 
-class FakeConnectionError(OSError):
-    pass
+def call_within(test, bound, function, *args):
+    """``{"result": ...}`` or ``{"error": ...}`` of ``function(*args)``, failing ``test`` if it
+    has not returned after ``bound`` seconds. It runs in a daemon thread, so a call that never
+    ends (what the test is about) cannot hang the test run."""
+    done = {}
+
+    def run():
+        try:
+            done["result"] = function(*args)
+        except Exception as error:  # noqa: BLE001 - handed to the test, which checks its type
+            done["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(bound)
+    test.assertFalse(thread.is_alive(), "the call has not ended after %.1f s" % bound)
+    return done
 
 
-class FakeTimeout(Exception):
-    pass
+class MisbehavingPeer:
+    """A real TCP listener on 127.0.0.1 that accepts connections and, once it has read the
+    client's protocol header, says nothing (``drip=False``) or sends one byte every
+    :data:`DRIP_INTERVAL` seconds, forever: a frozen or hostile broker."""
+
+    def __init__(self, drip):
+        self.drip = drip
+        self.closed = threading.Event()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = "pyamqp://guest:%s@127.0.0.1:%d" % (SECRET, self.server.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed.is_set():
+            try:
+                peer, _address = self.server.accept()
+            except OSError:  # the listener was closed
+                return
+            threading.Thread(target=self._talk, args=(peer,), daemon=True).start()
+
+    def _talk(self, peer):
+        # OSError: the client gave up and closed its socket, which ends the conversation.
+        with peer, contextlib.suppress(OSError):
+            peer.recv(AMQP_HEADER_SIZE)
+            while not self.closed.wait(DRIP_INTERVAL):
+                if self.drip:
+                    peer.send(b"\x01")
+
+    def close(self):
+        self.closed.set()
+        self.server.close()
 
 
-class FakeUnknownService(Exception):
-    pass
+class FakeConnection:
+    """Stands for a ``nameko_amqp.RpcConnection``: ``behaviour(connection, args)`` returns each
+    reply as ``(value, (exc_type, text) or None)``, :data:`NO_REPLY`, or raises."""
 
-
-class FakeRemoteError(Exception):
-    def __init__(self, exc_type, value):
-        super().__init__(value)
-        self.exc_type = exc_type
-        self.value = value
-
-
-FAKE_SUPPORT = types.SimpleNamespace(
-    connection_errors=(FakeConnectionError,),
-    RpcTimeout=FakeTimeout,
-    UnknownService=FakeUnknownService,
-    RemoteError=FakeRemoteError,
-)
-
-
-class FakeReply:
-    def __init__(self, value=None, error=None):
-        self.value, self.error = value, error
-
-    def result(self):
-        if self.error is not None:
-            raise self.error
-        return self.value
-
-
-class FakeRpcConnection:
-    """Stands for a started ClusterRpcProxy: ``behaviour(args)`` gives each reply."""
-
+    NO_REPLY = "no reply"
     created = []
 
-    def __init__(self, key, behaviour):
-        self.key = key
-        self.behaviour = behaviour
-        self.closed = False
-        self.alive = True
-        self.sent = []
-        self.proxy = {"compute": types.SimpleNamespace(method=types.SimpleNamespace(
-            call_async=self.call_async))}
-        FakeRpcConnection.created.append(self)
+    def __init__(self, key, deadline, behaviour):
+        self.key, self.deadline, self.behaviour = key, deadline, behaviour
+        self.alive, self.closed = True, False
+        self.sent, self.replies = [], {}
+        FakeConnection.created.append(self)
 
-    def call_async(self, *args):
+    def send(self, service, method, args):
         self.sent.append(args)
-        return self.behaviour(self, args)
+        self.replies[len(self.sent)] = self.behaviour(self, args)
+        return len(self.sent)
+
+    def collect(self, correlation_ids):
+        missing = [cid for cid in correlation_ids if self.replies[cid] == self.NO_REPLY]
+        for cid in missing:
+            del self.replies[cid]
+        if missing:
+            raise nameko_amqp.DeadlineExceeded("no reply before the deadline")
+
+    def pop_reply(self, correlation_id):
+        value, error = self.replies.pop(correlation_id)
+        return value, error, time.monotonic()
 
     def is_alive(self):
         return self.alive
@@ -84,29 +118,28 @@ class FakeRpcConnection:
     def close(self):
         self.closed = True
 
+    abort = close
+
 
 class RpcCoreCase(BaseCase):
     def setUp(self):
         super().setUp()
-        FakeRpcConnection.created = []
-        self.behaviour = lambda connection, args: FakeReply(sum(args))
-        self.pool = pool.ProxyPool(lambda key: FakeRpcConnection(
-            key, lambda connection, args: self.behaviour(connection, args)))
-        patches = [
-            mock.patch.object(client, "_POOL", self.pool),
-            mock.patch.object(client, "_nameko_support", lambda: FAKE_SUPPORT),
-        ]
-        for patcher in patches:
-            patcher.start()
-            self.addCleanup(patcher.stop)
-        self.config = rpc.BridgeConfig("pyamqp://guest:secret@broker", 2.0, False)
+        FakeConnection.created = []
+        self.behaviour = lambda connection, args: (sum(args), None)
+        self.pool = pool.ConnectionPool(lambda key, deadline: FakeConnection(
+            key, deadline, lambda connection, args: self.behaviour(connection, args)))
+        patcher = mock.patch.object(client, "_POOL", self.pool)
+        patcher.start()
+        self.addCleanup(patcher.stop)
+        self.config = rpc.BridgeConfig("pyamqp://guest:%s@broker" % SECRET, 2.0, False)
 
 
 class TestConfig(BaseCase):
     def test_doctests(self):
-        for module in (config, pool):
-            failures, _tried = doctest.testmod(module)
+        for module in (config, errors, nameko_amqp, pool):
+            failures, tried = doctest.testmod(module)
             self.assertEqual(failures, 0, module.__name__)
+            self.assertGreater(tried, 0, module.__name__)
 
     def test_precedence_env_then_param_then_default(self):
         params = {rpc.BROKER_URL_PARAM: "pyamqp://param", rpc.RPC_TIMEOUT_PARAM: "7"}
@@ -131,12 +164,34 @@ class TestConfig(BaseCase):
 
 
 class TestErrors(BaseCase):
-    def test_tree(self):
-        for cls in (errors.BrokerUnreachable, errors.ServiceUnavailable,
-                    errors.ServiceTimeout, errors.InvalidOperands, errors.RemoteFailure):
-            self.assertTrue(issubclass(cls, errors.BridgeError))
-        self.assertFalse(errors.InvalidOperands.retryable)
-        self.assertEqual(str(errors.ServiceTimeout("no reply")), "no reply")
+    def test_params_contract(self):
+        """The keys the Odoo model translates each message with; str() masks the password."""
+        url = "pyamqp://guest:secret@broker"
+        cases = [
+            (rpc.BrokerUnreachable.from_exception(url, OSError("refused by %s" % url)),
+             {"broker", "detail"}),
+            (rpc.InvalidBrokerUrl(broker=rpc.mask_url(url), detail="port out of range"),
+             {"broker", "detail"}),
+            (rpc.ServiceUnavailable(service="compute", broker=rpc.mask_url(url)),
+             {"service", "broker"}),
+            (rpc.ServiceTimeout(service="compute", method="method", timeout=2.0,
+                                broker=rpc.mask_url(url)),
+             {"service", "method", "timeout", "broker"}),
+            (errors.remote_error("compute", "method", "InvalidOperand", "value1 bad"),
+             {"service", "method", "detail"}),
+            (errors.remote_error("compute", "method", "KeyError", "boom"),
+             {"service", "method", "exc_type", "detail"}),
+        ]
+        for error, keys in cases:
+            with self.subTest(error=type(error).__name__):
+                self.assertEqual(set(error.params), keys)
+                self.assertEqual(str(error), type(error).MESSAGE % error.params)
+                self.assertNotIn("secret", str(error))
+        self.assertIsInstance(cases[4][0], rpc.InvalidOperands)
+        self.assertEqual(cases[5][0].params["exc_type"], "KeyError")
+        self.assertIn("guest:***@broker", cases[0][0].params["broker"])
+        with self.assertRaises(TypeError):
+            rpc.ServiceUnavailable(service="compute")  # a missing key is a programming error
 
 
 class TestImportHygiene(BaseCase):
@@ -175,30 +230,31 @@ class TestImportHygiene(BaseCase):
 class TestPool(BaseCase):
     def test_bounded_and_keyed(self):
         made = []
-        proxy_pool = pool.ProxyPool(lambda key: made.append(key) or mock.Mock(), max_idle=2)
-        items = [proxy_pool.acquire(("url", 1.0)) for _ in range(3)]
+        connection_pool = pool.ConnectionPool(
+            lambda key: made.append(key) or mock.Mock(), max_idle=2)
+        items = [connection_pool.acquire(("url", 1.0)) for _ in range(3)]
         for item in items:
-            proxy_pool.release(item)
-        self.assertEqual(proxy_pool.idle_count(("url", 1.0)), 2)
+            connection_pool.release(item)
+        self.assertEqual(connection_pool.idle_count(("url", 1.0)), 2)
         items[2].resource.close.assert_called_once()
-        self.assertFalse(proxy_pool.acquire(("url", 2.0)).reused)  # a new timeout, a new key
-        self.assertTrue(proxy_pool.acquire(("url", 1.0)).reused)
+        self.assertFalse(connection_pool.acquire(("url", 2.0)).reused)  # another key
+        self.assertTrue(connection_pool.acquire(("url", 1.0)).reused)
 
     def test_thread_safe_checkout(self):
-        proxy_pool = pool.ProxyPool(lambda key: mock.Mock(), max_idle=100)
+        connection_pool = pool.ConnectionPool(lambda key: mock.Mock(), max_idle=100)
         in_use, clashes = set(), []
         lock = threading.Lock()
 
         def worker():
             for _ in range(200):
-                item = proxy_pool.acquire("k")
+                item = connection_pool.acquire("k")
                 with lock:
                     if id(item) in in_use:
                         clashes.append(item)
                     in_use.add(id(item))
                 with lock:
                     in_use.discard(id(item))
-                proxy_pool.release(item)
+                connection_pool.release(item)
 
         threads = [threading.Thread(target=worker) for _ in range(8)]
         for thread in threads:
@@ -207,24 +263,24 @@ class TestPool(BaseCase):
             thread.join()
         self.assertEqual(clashes, [])
 
-    def test_stale_idle_items_are_closed(self):
-        proxy_pool = pool.ProxyPool(lambda key: mock.Mock(), max_idle_seconds=0)
-        first = proxy_pool.acquire("k")
-        proxy_pool.release(first)
-        second = proxy_pool.acquire("k")
+    def test_stale_idle_items_are_dropped(self):
+        connection_pool = pool.ConnectionPool(lambda key: mock.Mock(), max_idle_seconds=0)
+        first = connection_pool.acquire("k")
+        connection_pool.release(first)
+        second = connection_pool.acquire("k")
         self.assertIsNot(first, second)
-        first.resource.close.assert_called_once()
+        first.resource.abort.assert_called_once()
 
-    def test_child_process_forgets_parent_proxies_without_closing_them(self):
+    def test_child_process_forgets_parent_connections_without_closing_them(self):
         parent_resource = mock.Mock()
-        proxy_pool = pool.ProxyPool(lambda key: parent_resource)
-        proxy_pool.release(proxy_pool.acquire("k"))
+        connection_pool = pool.ConnectionPool(lambda key: parent_resource)
+        connection_pool.release(connection_pool.acquire("k"))
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: what would a prefork worker get?
             try:
-                proxy_pool.after_fork_in_child()  # what os.register_at_fork runs for _POOL
-                answer = b"%d,%d" % (proxy_pool.idle_count(), parent_resource.close.call_count)
+                connection_pool.after_fork_in_child()  # what os.register_at_fork runs for _POOL
+                answer = b"%d,%d" % (connection_pool.idle_count(), parent_resource.close.call_count)
                 os.write(write_end, answer)
             finally:
                 os._exit(0)
@@ -233,15 +289,15 @@ class TestPool(BaseCase):
         answer = os.read(read_end, 100)
         os.close(read_end)
         self.assertEqual(answer, b"0,0")
-        self.assertEqual(proxy_pool.idle_count(), 1)  # the parent keeps its own
+        self.assertEqual(connection_pool.idle_count(), 1)  # the parent keeps its own
 
     def test_pid_check_catches_unannounced_fork(self):
-        proxy_pool = pool.ProxyPool(lambda key: mock.Mock())
-        item = proxy_pool.acquire("k")
-        proxy_pool.release(item)
+        connection_pool = pool.ConnectionPool(lambda key: mock.Mock())
+        item = connection_pool.acquire("k")
+        connection_pool.release(item)
         with mock.patch.object(pool.os, "getpid", return_value=os.getpid() + 1):
-            self.assertEqual(proxy_pool.idle_count(), 0)
-            self.assertFalse(proxy_pool.acquire("k").reused)
+            self.assertEqual(connection_pool.idle_count(), 0)
+            self.assertFalse(connection_pool.acquire("k").reused)
         item.resource.close.assert_not_called()
 
     def test_fork_hook_registered_for_client_pool(self):
@@ -254,72 +310,144 @@ class TestPool(BaseCase):
 
 
 class TestClient(RpcCoreCase):
-    def test_batch_in_chunks_on_one_pooled_proxy(self):
-        outcomes = rpc.call_many(self.config, "compute", "method",
-                                 [(i, i) for i in range(5)], chunk_size=2)
-        self.assertEqual([outcome.value for outcome in outcomes], [0, 2, 4, 6, 8])
-        self.assertEqual(len(FakeRpcConnection.created), 1)
-        self.assertEqual(len(FakeRpcConnection.created[0].sent), 5)
+    def test_batch_in_chunks_on_one_pooled_connection(self):
+        args = [(i, i) for i in range(client.BATCH_CHUNK_SIZE + 3)]
+        outcomes = rpc.call_many(self.config, "compute", "method", args)
+        self.assertEqual([outcome.value for outcome in outcomes], [a + b for a, b in args])
+        self.assertEqual(len(FakeConnection.created), 1)
+        self.assertEqual(FakeConnection.created[0].sent, args)
+        self.assertEqual(self.pool.idle_count(), 1)
 
-    def test_connection_error_on_pooled_proxy_retries_once_on_fresh_one(self):
-        rpc.call(self.config, "compute", "method", 1, 1)  # leaves one idle proxy
+    def test_connection_error_on_pooled_connection_retries_once_on_fresh_one(self):
+        rpc.call(self.config, "compute", "method", 1, 1)  # leaves one idle connection
 
         def dies_once(connection, args):
-            if connection is FakeRpcConnection.created[0]:
-                raise FakeConnectionError("connection reset")
-            return FakeReply(sum(args))
+            if connection is FakeConnection.created[0]:
+                raise ConnectionResetError("connection reset")
+            return sum(args), None
 
         self.behaviour = dies_once
         self.assertEqual(rpc.call(self.config, "compute", "method", 2, 3), 5)
-        self.assertTrue(FakeRpcConnection.created[0].closed)
-        self.assertEqual(len(FakeRpcConnection.created), 2)
+        self.assertTrue(FakeConnection.created[0].closed)
+        self.assertEqual(len(FakeConnection.created), 2)
 
-    def test_connection_error_on_fresh_proxy_is_broker_unreachable(self):
+    def test_connection_error_on_fresh_connection_is_broker_unreachable(self):
         def refuse(connection, args):
-            raise FakeConnectionError("refused by pyamqp://guest:secret@broker")
+            raise ConnectionRefusedError("refused by %s" % self.config.broker_url)
 
         self.behaviour = refuse
         with self.assertRaises(rpc.BrokerUnreachable) as caught:
             rpc.call(self.config, "compute", "method", 1, 1)
-        self.assertNotIn("secret", str(caught.exception))
+        self.assertNotIn(SECRET, str(caught.exception))
         self.assertIn("guest:***@broker", str(caught.exception))
-        self.assertEqual(len(FakeRpcConnection.created), 1)  # no retry
+        self.assertEqual(len(FakeConnection.created), 1)  # no retry
 
-    def test_dead_idle_proxy_is_replaced_before_use(self):
+    def test_dead_idle_connection_is_replaced_before_use(self):
         rpc.call(self.config, "compute", "method", 1, 1)
-        FakeRpcConnection.created[0].alive = False
+        FakeConnection.created[0].alive = False
         self.assertEqual(rpc.call(self.config, "compute", "method", 1, 2), 3)
-        self.assertTrue(FakeRpcConnection.created[0].closed)
-        self.assertEqual(FakeRpcConnection.created[0].sent, [(1, 1)])
+        self.assertTrue(FakeConnection.created[0].closed)
+        self.assertEqual(FakeConnection.created[0].sent, [(1, 1)])
 
-    def test_timeout_fails_rest_of_chunk_and_discards_proxy(self):
-        self.behaviour = lambda connection, args: FakeReply(error=FakeTimeout())
-        outcomes = rpc.call_many(self.config, "compute", "method", [(1, 1), (2, 2)])
-        self.assertTrue(all(isinstance(o.error, rpc.ServiceTimeout) for o in outcomes))
-        self.assertEqual(len(FakeRpcConnection.created), 1)  # no retry
-        self.assertTrue(FakeRpcConnection.created[0].closed)
+    def test_deadline_times_out_the_rest_and_drops_the_connection(self):
+        def first_only(connection, args):
+            return (sum(args), None) if args == (0, 0) else FakeConnection.NO_REPLY
+
+        self.behaviour = first_only
+        args = [(i, i) for i in range(client.BATCH_CHUNK_SIZE + 5)]
+        outcomes = rpc.call_many(self.config, "compute", "method", args)
+        self.assertEqual(len(outcomes), len(args))
+        self.assertEqual(outcomes[0].value, 0)
+        for outcome in outcomes[1:]:
+            self.assertIsInstance(outcome.error, rpc.ServiceTimeout)
+            self.assertEqual(outcome.error.params["timeout"], self.config.timeout)
+        # The second chunk is never sent: it would only pile up on a frozen service.
+        self.assertEqual(len(FakeConnection.created[0].sent), client.BATCH_CHUNK_SIZE)
+        self.assertTrue(FakeConnection.created[0].closed)
         self.assertEqual(self.pool.idle_count(), 0)
 
-    def test_unknown_service(self):
-        def unknown(connection, args):
-            raise FakeUnknownService("compute")
+    def test_unroutable_request_is_service_unavailable(self):
+        def returned(connection, args):
+            raise nameko_amqp.UnroutableRequest()
 
-        self.behaviour = unknown
-        with self.assertRaises(rpc.ServiceUnavailable):
+        self.behaviour = returned
+        with self.assertRaises(rpc.ServiceUnavailable) as caught:
             rpc.call(self.config, "compute", "method", 1, 1)
+        self.assertEqual(caught.exception.params["service"], "compute")
+        self.assertNotIn(SECRET, str(caught.exception))
 
     def test_remote_errors_per_request(self):
         def remote(connection, args):
             if args == ("a", 1):
-                return FakeReply(error=FakeRemoteError("InvalidOperand", "value1 bad"))
+                return None, ("InvalidOperand", "value1 bad")
             if args == (0, 0):
-                return FakeReply(error=FakeRemoteError("ZeroDivisionError", "boom"))
-            return FakeReply(sum(args))
+                return None, ("ZeroDivisionError", "boom")
+            return sum(args), None
 
         self.behaviour = remote
         outcomes = rpc.call_many(self.config, "compute", "method", [("a", 1), (0, 0), (1, 2)])
         self.assertIsInstance(outcomes[0].error, rpc.InvalidOperands)
         self.assertIsInstance(outcomes[1].error, rpc.RemoteFailure)
-        self.assertEqual(outcomes[1].error.exc_type, "ZeroDivisionError")
+        self.assertEqual(outcomes[1].error.params["exc_type"], "ZeroDivisionError")
         self.assertEqual(outcomes[2].value, 3)
-        self.assertEqual(self.pool.idle_count(), 1)  # remote errors leave the proxy usable
+        self.assertEqual(self.pool.idle_count(), 1)  # remote errors leave the connection usable
+
+
+class TestDeadline(BaseCase):
+    """Real sockets, no broker: a peer that accepts and then stalls or dribbles must not hold a
+    call past its timeout (plus :data:`MARGIN`), and the failure must read well."""
+
+    def assert_fails_within_deadline(self, url):
+        config = rpc.BridgeConfig(url, DEADLINE_TIMEOUT, False)
+        done = call_within(
+            self, DEADLINE_TIMEOUT + MARGIN, rpc.call, config, "compute", "method", 1, 1)
+        error = done.get("error")
+        self.assertIsInstance(error, rpc.BrokerUnreachable, repr(done))
+        self.assertNotIn(SECRET, str(error))
+        self.assertIn("guest:***@127.0.0.1", str(error))
+
+    def test_peer_that_never_answers(self):
+        peer = MisbehavingPeer(drip=False)
+        self.addCleanup(peer.close)
+        self.assert_fails_within_deadline(peer.url)
+
+    def test_peer_that_dribbles_one_byte_at_a_time(self):
+        peer = MisbehavingPeer(drip=True)
+        self.addCleanup(peer.close)
+        self.assert_fails_within_deadline(peer.url)
+
+
+class TestBrokerUrls(BaseCase):
+    MALFORMED = [
+        "http://guest:%s@localhost:5672" % SECRET,
+        "redis://guest:%s@localhost:6379/0" % SECRET,
+        "pyamqp://guest:%s@localhost:99999" % SECRET,
+        "pyamqp://guest:%s@localhost:0" % SECRET,
+        "pyamqp://guest:%s@localhost:port" % SECRET,
+        "pyamqp://guest:%s@[::1" % SECRET,
+        "pyamqp://guest:%s@%s:5672" % (SECRET, "h" * 300),
+        "pyamqp://guest:%s@localhost/%s" % (SECRET, "v" * 100_000),
+        "abc",
+    ]
+
+    def test_malformed_url_is_a_readable_bridge_error(self):
+        for url in self.MALFORMED:
+            with self.subTest(url=url[:60]):
+                config = rpc.BridgeConfig(url, DEADLINE_TIMEOUT, False)
+                with self.assertRaises(rpc.BrokerUnreachable) as caught:
+                    rpc.call(config, "compute", "method", 1, 1)
+                message = str(caught.exception)
+                self.assertIsInstance(caught.exception, rpc.InvalidBrokerUrl)
+                self.assertEqual(set(caught.exception.params), {"broker", "detail"})
+                self.assertNotIn(SECRET, message)
+                self.assertLess(len(message), 1000)
+
+    def test_urls_mean_what_they_mean_to_kombu(self):
+        parse_broker_url = nameko_amqp.parse_broker_url
+        self.assertEqual(parse_broker_url("pyamqp://rabbit")["host"], "rabbit:5672")
+        self.assertEqual(parse_broker_url("amqps://rabbit")["host"], "rabbit:5671")
+        self.assertEqual(parse_broker_url("amqp://u:p@rabbit//")["virtual_host"], "/")
+        self.assertEqual(parse_broker_url("amqp://u:p@rabbit/a%2Fb")["virtual_host"], "a/b")
+        self.assertEqual(parse_broker_url("amqp://[::1]:5673")["host"], "[::1]:5673")
+        defaults = parse_broker_url("amqp://rabbit")
+        self.assertEqual((defaults["userid"], defaults["password"]), ("guest", "guest"))

@@ -9,9 +9,21 @@ from odoo.tests import BaseCase
 from .. import rpc
 from ..rpc import client
 from .common import BROKER_URL, CLOSED_PORT_URL, SECRET
+from .test_rpc_core import MARGIN, call_within
 
-LIVE_TIMEOUT = 1.0  # seconds: short, so the timeout test is quick
-SLACK = 1.0  # the brief: unreachable/timeout must fail within timeout + 1 s
+LIVE_TIMEOUT = 1.0  # seconds: short, so the timeout tests are quick
+SLACK = 1.0  # unreachable/timeout must fail within timeout + 1 s
+BATCH_TIMEOUT = 30.0  # seconds: one deadline covers the whole batch, on a loaded test machine
+FROZEN_TIMEOUT = 2.0  # seconds: the RPC timeout of the frozen-service batch
+FROZEN_BATCH = 1000  # several chunks: each must not wait the timeout again
+
+
+def rpc_queue(service):
+    """The queue ``nameko run`` declares for ``service``, bound the way nameko binds it."""
+    from kombu import Exchange, Queue
+
+    return Queue("rpc-%s" % service, Exchange("nameko-rpc", type="topic", durable=True),
+                 routing_key="%s.*" % service, auto_delete=False)
 
 
 class TestRpcLive(BaseCase):
@@ -21,13 +33,13 @@ class TestRpcLive(BaseCase):
 
     def test_call_and_pool_reuse(self):
         self.assertEqual(rpc.call(self.config, "compute", "method", 99999, 99999), 199998)
-        key = (self.config.broker_url, self.config.timeout)
-        self.assertGreaterEqual(client._POOL.idle_count(key), 1)
+        self.assertGreaterEqual(client._POOL.idle_count(self.config.broker_url), 1)
         self.assertEqual(rpc.call(self.config, "compute", "method", 1, 2), 3)
 
     def test_batch(self):
         args = [(i, i) for i in range(client.BATCH_CHUNK_SIZE + 5)]
-        outcomes = rpc.call_many(self.config, "compute", "method", args)
+        config = rpc.BridgeConfig(BROKER_URL, BATCH_TIMEOUT, False)
+        outcomes = rpc.call_many(config, "compute", "method", args)
         self.assertEqual([o.value for o in outcomes], [a + b for a, b in args])
 
     def test_remote_invalid_operand(self):
@@ -45,19 +57,17 @@ class TestRpcLive(BaseCase):
         config = rpc.BridgeConfig(CLOSED_PORT_URL, LIVE_TIMEOUT, False)
         started = time.monotonic()
         with self.assertRaises(rpc.BrokerUnreachable) as caught:
-            rpc.test_connection(config)
+            rpc.call(config, "compute", "method", 1, 1)
         self.assertLess(time.monotonic() - started, LIVE_TIMEOUT + SLACK)
         self.assertNotIn(SECRET, str(caught.exception))
         self.assertIn("guest:***@127.0.0.1:1", str(caught.exception))
 
     def test_queue_without_consumer_times_out(self):
-        from kombu import Connection, Exchange, Queue
+        from kombu import Connection
 
         service = "cb_no_consumer_%s" % uuid.uuid4().hex[:8]
-        queue = Queue("rpc-%s" % service, Exchange("nameko-rpc", type="topic", durable=True),
-                      routing_key="%s.*" % service, auto_delete=False)
         with Connection(BROKER_URL) as connection:
-            bound = queue(connection.default_channel)
+            bound = rpc_queue(service)(connection.default_channel)
             bound.declare()
             try:
                 started = time.monotonic()
@@ -69,14 +79,36 @@ class TestRpcLive(BaseCase):
         # the next call works on a fresh connection
         self.assertEqual(rpc.call(self.config, "compute", "method", 2, 2), 4)
 
+    def test_frozen_service_fails_a_whole_batch_within_one_timeout(self):
+        """A consumer that takes the requests and never answers (a frozen ``nameko run``):
+        every chunk of the batch must share one deadline, not wait the timeout again."""
+        from kombu import Connection, Consumer
+
+        service = "cb_frozen_%s" % uuid.uuid4().hex[:8]
+        config = rpc.BridgeConfig(BROKER_URL, FROZEN_TIMEOUT, False)
+        with Connection(BROKER_URL) as connection:
+            queue = rpc_queue(service)(connection.default_channel)
+            queue.declare()
+            try:
+                with Consumer(connection.channel(), [queue], callbacks=[lambda body, message: None],
+                              accept=["json"]):
+                    done = call_within(self, FROZEN_TIMEOUT + MARGIN, rpc.call_many, config,
+                                       service, "method", [(i, i) for i in range(FROZEN_BATCH)])
+            finally:
+                queue.delete()
+        outcomes = done.get("result")
+        self.assertEqual(len(outcomes or ()), FROZEN_BATCH, repr(done))
+        for outcome in outcomes:
+            self.assertIsInstance(outcome.error, rpc.ServiceTimeout)
+        self.assertEqual(outcomes[0].error.params["timeout"], FROZEN_TIMEOUT)
+        self.assertNotIn(SECRET, str(outcomes[0].error))
+
     def test_reconnects_when_idle_connection_was_closed(self):
         rpc.call(self.config, "compute", "method", 1, 1)
-        key = (self.config.broker_url, self.config.timeout)
-        # Close the socket under an idle proxy, as a broker restart or a firewall would.
+        # Close the socket under an idle connection, as a broker restart or a firewall would.
         with client._POOL._lock:
-            idle = list(client._POOL._idle.get(key, []))
+            idle = list(client._POOL._idle.get(self.config.broker_url, []))
         self.assertTrue(idle)
         for item in idle:
-            amqp_connection = item.resource._consumer.connection.connection
-            amqp_connection.transport.sock.shutdown(socket.SHUT_RDWR)
+            item.resource._connection.transport.sock.shutdown(socket.SHUT_RDWR)
         self.assertEqual(rpc.call(self.config, "compute", "method", 20, 22), 42)

@@ -6,18 +6,14 @@ from freezegun import freeze_time
 from odoo import fields
 from odoo.tests import TransactionCase, tagged
 
-from odoo.addons.compute_bridge import health
+from odoo.addons.compute_bridge import heartbeats
 from odoo.addons.compute_bridge.models.compute_service_instance import PURGE_AFTER_DAYS
 
 NOW = fields.Datetime.to_datetime("2025-01-01 12:00:00")
 
 
 def beat(instance_id="i-1", **values):
-    """A parsed heartbeat as the controller hands it to the model.
-
-    >>> beat("i-9", pid=3)["pid"]
-    3
-    """
+    """A parsed heartbeat as the controller hands it to the model, with ``values`` changed."""
     values = dict(
         {"service": "heartbeat", "host": "box", "pid": 42, "uptime": 1.5, "calls_served": 0,
          "interval": 30.0, "payload": "{}"},
@@ -29,12 +25,12 @@ def beat(instance_id="i-1", **values):
 
 @tagged("post_install", "-at_install")
 class TestHealthRules(TransactionCase):
-    """The pure rules of compute_bridge/health.py, through its doctests."""
+    """The pure rules of compute_bridge/heartbeats.py, through its doctests."""
 
     def test_doctests(self):
-        result = doctest.testmod(health, optionflags=doctest.ELLIPSIS)
+        result = doctest.testmod(heartbeats, optionflags=doctest.ELLIPSIS)
         self.assertGreater(result.attempted, 10)
-        self.assertEqual(result.failed, 0, "health.py doctests failed (see the log above)")
+        self.assertEqual(result.failed, 0, "heartbeats.py doctests failed (see the log above)")
 
 
 @tagged("post_install", "-at_install")
@@ -81,6 +77,21 @@ class TestServiceInstance(TransactionCase):
         self.assertEqual(stale, gone)
         self.assertEqual(not_stale, live)
 
+    def test_rows_beyond_the_interval_bound_still_list(self):
+        """A row whose interval is beyond MAX_INTERVAL (imported, written in SQL) counts with
+        that bound: its state computes and the Live/Stale filters run (no timedelta or
+        timestamp overflow)."""
+        with freeze_time(NOW):
+            instance = self.Instance._record_heartbeat(beat("old-row"))
+        self.env.flush_all()
+        self.env.cr.execute(
+            "UPDATE compute_service_instance SET interval = 1e14 WHERE id = %s", [instance.id])
+        self.env.invalidate_all()
+        with freeze_time(NOW + timedelta(seconds=3 * heartbeats.MAX_INTERVAL + 1)):
+            self.assertEqual(instance.state, "stale")
+            self.assertEqual(self.Instance.search([("state", "=", "stale")]) & instance, instance)
+            self.assertFalse(self.Instance.search([("state", "=", "live")]) & instance)
+
     def test_gc_purges_only_long_silent_instances(self):
         with freeze_time(NOW - timedelta(days=PURGE_AFTER_DAYS, minutes=1)):
             old = self.Instance._record_heartbeat(beat("old"))
@@ -93,7 +104,7 @@ class TestServiceInstance(TransactionCase):
 
     def test_install_generated_a_secret(self):
         params = self.env["ir.config_parameter"].sudo()
-        installed = params.get_param(health.SECRET_PARAM)
+        installed = params.get_param(heartbeats.SECRET_PARAM)
         self.assertGreaterEqual(len(installed or ""), 32)
         self.Instance._init_heartbeat_secret()
-        self.assertEqual(params.get_param(health.SECRET_PARAM), installed, "kept, not rotated")
+        self.assertEqual(params.get_param(heartbeats.SECRET_PARAM), installed, "kept, not rotated")

@@ -12,6 +12,7 @@ from .common import BROKER_URL, ComputeBridgeCase
 SCREENSHOT_DIR_ENV = "COMPUTE_BRIDGE_SCREENSHOT_DIR"
 SCREENSHOT_NAME = "screenshot_form.png"
 TOUR_URL = "/odoo/action-compute_bridge.compute_operation_action"
+INSTANCES_URL = "/odoo/action-compute_bridge.compute_service_instance_action"
 TOUR_TIMEOUT = 120  # seconds: asset bundles are built on the first visit, on 2 shared cores
 
 
@@ -43,6 +44,31 @@ class TestTour(HttpCase):
             self.assertTrue(shots, "the browser took no screenshot")
             with open(os.path.join(screenshot_dir, SCREENSHOT_NAME), "wb") as png:
                 png.write(shots[-1])
+
+    def test_a_number_too_large_is_refused_not_zeroed(self):
+        """The browser reads "1e400" as Infinity and sends it as null: saving must refuse it
+        with the field's name, not store 0 and compute 0 + 1."""
+        self.start_tour(TOUR_URL, "compute_bridge_refused_value_tour", login="admin",
+                        timeout=TOUR_TIMEOUT)
+        self.assertFalse(self.env["compute.operation"].search([("field_2", "=", 1)]))
+
+    def test_decimals_keep_their_precision(self):
+        self.start_tour(TOUR_URL, "compute_bridge_precision_tour", login="admin",
+                        timeout=TOUR_TIMEOUT)
+        operation = self.env["compute.operation"].search([], order="id desc", limit=1)
+        self.assertRecordValues(operation, [{
+            "name": "0.001 + 0.002", "field_1": 0.001, "field_2": 0.002, "state": "done",
+        }])
+
+    def test_instances_list(self):
+        self.env["compute.service.instance"].search([]).unlink()
+        self.env["compute.service.instance"]._record_heartbeat({
+            "instance_id": "tour-1", "service": "heartbeat", "services": "compute, notify",
+            "host": "box", "pid": 23175, "uptime": 1.0, "calls_served": 0, "interval": 30.0,
+            "broker_state": "disconnected", "payload": "{}",
+        })
+        self.start_tour(INSTANCES_URL, "compute_bridge_instances_tour", login="admin",
+                        timeout=TOUR_TIMEOUT)
 
 
 def _screenshot_before(stop, shots):
