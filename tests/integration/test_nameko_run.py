@@ -55,18 +55,25 @@ def test_the_blog_post(nameko_run, amqp_uri, wait_for_compute):
     service.wait_for_text("hello from the test", timeout=CALL_TIMEOUT)
 
 
+def connected_beat(run):
+    """The first beat of `run` that says the broker is connected: a beat made before its queue
+    consumers are connected rightly says they are not."""
+    return run.wait_for(lambda: [beat for beat in run.heartbeats() if beat["broker_connected"]],
+                        "a beat with the broker connected")[0]
+
+
 def test_two_instances_on_one_host_both_beat_and_share_the_work(
     nameko_run, amqp_uri, wait_for_compute
 ):
     # The blog post's command twice, with nothing to tell the instances apart: the second must
     # not fail on the health port, and must take work as soon as it is up.
     first = nameko_run(HEARTBEAT_INTERVAL=1, LOG_LEVEL="DEBUG")
-    first_beat = first.wait_for_heartbeat()
+    first_beat = connected_beat(first)
     wait_for_compute()
     served_before_second = first.heartbeats()[-1]["calls_served"]
 
     second = nameko_run(HEARTBEAT_INTERVAL=1, LOG_LEVEL="DEBUG")
-    second_beat = second.wait_for_heartbeat()
+    second_beat = connected_beat(second)
 
     assert first_beat["instance_id"] != second_beat["instance_id"]
     assert {first_beat["pid"], second_beat["pid"]} == {first.pid, second.pid}
@@ -108,7 +115,7 @@ def test_run_with_the_config_file(nameko_run, amqp_uri, wait_for_compute):
         AMQP_URI=amqp_uri, WEB_SERVER_ADDRESS="127.0.0.1:%d" % port, HEARTBEAT_INTERVAL=1,
         LOG_LEVEL="DEBUG",
     )
-    beat = service.wait_for_heartbeat()
+    beat = connected_beat(service)
     assert beat["interval"] == 1.0
     assert beat["health_port"] == port
     assert beat["services"] == ALL_SERVICES
@@ -191,8 +198,7 @@ def test_health_and_beats_follow_a_broker_stopped_and_restarted(stoppable_broker
     service = nameko_run(["--broker", stoppable_broker.uri], HEARTBEAT_INTERVAL=interval,
                          HEARTBEAT_URL=monitor_url, HEARTBEAT_SECRET=heartbeat_secret,
                          LOG_LEVEL="DEBUG")
-    beat = service.wait_for(
-        lambda: [b for b in service.heartbeats() if b["broker_connected"]], "connected beat")[0]
+    beat = connected_beat(service)
     assert beat["services"] == ALL_SERVICES
     health_url = "http://127.0.0.1:%d/health" % beat["health_port"]
 
