@@ -8,9 +8,14 @@
 
 import logging
 
-# The log format uses none of these; computing them costs ~6% of the services' CPU at INFO,
-# mostly threading.current_thread(), which is slow under eventlet's green threads.
+from services import logs
+
+# The log format uses none of these, and threading.current_thread() is slow under eventlet's
+# green threads: computing them for every record would cost more than the line itself.
 logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+# `nameko run` has configured logging by now (it does before importing the services).
+logs.use_default_format()
+logs.tracebacks_off()
 
 from services.compute import ComputeService  # noqa: E402
 from services.health import HealthService  # noqa: E402

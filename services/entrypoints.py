@@ -1,20 +1,27 @@
-"""nameko's `rpc` entrypoint, replying without publish confirms.
+"""The services' entrypoints: nameko's own, configured the way these services need them.
 
-nameko 2.14.1 publishes every RPC reply with a publish confirm: the worker waits one broker
-round trip per reply (basic_publish_confirm was 18% of the services' CPU, the reply publish
-29%). Here replies are published without a confirm and non-persistent (reply queues are not
-durable: nothing is written to disk either way).
+- `rpc`: nameko's `@rpc`, replying without publish confirms. nameko 2.14.1 publishes every RPC
+  reply with a confirm, so the worker waits one broker round trip per reply. Here replies are
+  published without a confirm and non-persistent (reply queues are not durable: nothing is
+  written to disk either way). What is given up: a reply the broker drops (its connection lost
+  between publish and delivery, the caller's reply queue gone) is no longer an error in the
+  service's log; the caller sees it as an RPC timeout, which it already has to handle, since a
+  confirmed reply can be lost on the caller's side just the same. The request is still acked
+  after the reply is handed to the socket. Requests and replies on the wire are unchanged:
+  `nameko shell`, the blog post's ClusterRpcProxy and compute_bridge call these services
+  exactly as nameko's own `@rpc`.
+- `event_handler`: nameko's `@event_handler`.
+- `configured_timer`: nameko's `@timer`, its interval read from the config at setup.
+- `health_http`: nameko's `@http` on a web server that binds as HealthWebServer says.
 
-What is given up: a reply the broker drops (its connection lost between publish and delivery,
-the caller's reply queue gone) is no longer an error in the service's log; the caller sees it
-as an RPC timeout, which it already has to handle, since a confirmed reply can be lost on the
-caller's side just the same. The request itself is acked after the reply is handed to the
-socket, as before.
-
-Requests on the wire and the reply format are unchanged: `nameko shell`, the blog post's
-ClusterRpcProxy and compute_bridge call these services exactly as nameko's own `@rpc`.
+`rpc`, `event_handler` and compute's reply listener (services/dependencies.py) consume through
+WatchedQueueConsumer, which tells /health whether they are connected to the broker.
 """
 
+import errno
+import logging
+
+import eventlet
 from nameko.amqp.publish import Publisher
 from nameko.constants import (
     AMQP_SSL_CONFIG_KEY,
@@ -25,7 +32,58 @@ from nameko.constants import (
     NON_PERSISTENT,
     SERIALIZER_CONFIG_KEY,
 )
-from nameko.rpc import Responder, Rpc, RpcConsumer, get_rpc_exchange
+from nameko.events import EventHandler
+from nameko.messaging import QueueConsumer
+from nameko.rpc import ReplyListener, Responder, Rpc, RpcConsumer, get_rpc_exchange
+from nameko.timer import Timer
+from nameko.web.handlers import HttpRequestHandler
+from nameko.web.server import WebServer, parse_address
+
+from services import instance
+from services.settings import DEFAULT_WEB_SERVER_ADDRESS, WEB_SERVER_ADDRESS_KEY, setting
+
+_logger = logging.getLogger(__name__)
+
+FALLBACK_PORT = 0  # the kernel picks a free port
+
+
+class WatchedQueueConsumer(QueueConsumer):
+    """nameko's QueueConsumer (one per service container, one broker connection for all its
+    consumers), recording in services/instance.py whether it is connected: kombu calls
+    on_consume_ready after every (re)connection and on_connection_error for every failed attempt,
+    and retries with a growing pause, so the broker can be back while this one still waits."""
+
+    def start(self):
+        if not self._starting:
+            instance.record_consumer(self, connected=False)
+        super().start()
+
+    def on_consume_ready(self, connection, channel, consumers, **kwargs):
+        instance.record_consumer(self, connected=True)
+        super().on_consume_ready(connection, channel, consumers, **kwargs)
+
+    def on_connection_error(self, exc, interval):
+        instance.record_consumer(self, connected=False)
+        super().on_connection_error(exc, interval)
+
+    def stop(self):
+        super().stop()
+        instance.forget_consumer(self)
+
+    def kill(self):
+        super().kill()
+        instance.forget_consumer(self)
+
+
+class WatchedReplyListener(ReplyListener):
+    queue_consumer = WatchedQueueConsumer()
+
+
+class WatchedEventHandler(EventHandler):
+    queue_consumer = WatchedQueueConsumer()
+
+
+event_handler = WatchedEventHandler.decorator
 
 
 class ReplyPublisher(Publisher):
@@ -44,6 +102,8 @@ class UnconfirmedResponder(Responder):
 
 
 class UnconfirmedRpcConsumer(RpcConsumer):
+    queue_consumer = WatchedQueueConsumer()
+
     def handle_result(self, message, result, exc_info):
         # nameko's RpcConsumer.handle_result, with UnconfirmedResponder for nameko's Responder
         config = self.container.config
@@ -65,3 +125,85 @@ class UnconfirmedRpc(Rpc):
 
 
 rpc = UnconfirmedRpc.decorator
+
+
+class ConfiguredTimer(Timer):
+    """A nameko timer whose interval is read from the container's config (or environment).
+
+    `@timer(interval=...)` fixes the interval when the module is imported, before any config
+    is known; this one reads it in setup(), once the container (and its config) exists.
+    """
+
+    def __init__(self, read_interval=None, eager=False, **kwargs):
+        # read_interval(config) -> seconds; keyword-only in use: nameko's decorator takes a
+        # lone positional function for the decorated method itself.
+        self.read_interval = read_interval
+        super().__init__(interval=None, eager=eager, **kwargs)
+
+    def setup(self):
+        self.interval = self.read_interval(self.container.config)
+        super().setup()
+
+
+configured_timer = ConfiguredTimer.decorator
+
+
+class AccessLinesAtDebug(logging.LoggerAdapter):
+    """eventlet's WSGI server writes its access line for each request with .info(): one per
+    health check is noise at INFO."""
+
+    def info(self, msg, *args, **kwargs):
+        self.debug(msg, *args, **kwargs)
+
+
+class HealthWebServer(WebServer):
+    """nameko's WebServer, binding WEB_SERVER_ADDRESS exactly when it is given (a container's
+    HEALTHCHECK must find its port where it was told), else the default address or, when that
+    is taken (another instance on this host), a free port: logged and reported in /health and
+    in the heartbeats."""
+
+    @property
+    def configured_address(self):
+        return setting(self.container.config, WEB_SERVER_ADDRESS_KEY)
+
+    @property
+    def bind_addr(self):
+        return parse_address(self.configured_address or DEFAULT_WEB_SERVER_ADDRESS)
+
+    def listen(self):
+        # reuse_port=False: eventlet sets SO_REUSEPORT by default, which would let two instances
+        # share one port and answer each other's health checks.
+        address = tuple(self.bind_addr)
+        try:
+            return eventlet.listen(address, reuse_port=False)
+        except OSError as error:
+            if self.configured_address or error.errno != errno.EADDRINUSE:
+                raise
+        _logger.info(
+            "health: %s:%s is taken (another instance on this host?); using a free port",
+            *address,
+        )
+        return eventlet.listen((address[0], FALLBACK_PORT), reuse_port=False)
+
+    def get_wsgi_server(self, *args, **kwargs):
+        server = super().get_wsgi_server(*args, **kwargs)
+        server.log = AccessLinesAtDebug(server.log)
+        return server
+
+    def start(self):
+        # WebServer.start, with self.listen() in place of eventlet.listen(self.bind_addr)
+        if not self._starting:
+            self._starting = True
+            self._sock = self.listen()
+            self._sock.settimeout(None)  # work around https://github.com/celery/kombu/issues/838
+            self._serv = self.get_wsgi_server(self._sock, self.get_wsgi_app())
+            self._gt = self.container.spawn_managed_thread(self.run)
+            instance.health_address = self._sock.getsockname()[:2]
+            _logger.info("health: listening on http://%s:%s/health", *instance.health_address)
+
+
+class HealthRequestHandler(HttpRequestHandler):
+    server = HealthWebServer()
+
+
+health_http = HealthRequestHandler.decorator

@@ -2,23 +2,26 @@
 
 import logging
 
-from nameko.events import event_handler
-
-from services.compute import OPERATION_COMPLETED_EVENT, OPERATIONS_COMPLETED_EVENT
 from services.compute import SERVICE_NAME as COMPUTE_SERVICE_NAME
-from services.entrypoints import rpc
+from services.dependencies import NOTIFY_SERVICE_NAME, OPERATIONS_COMPLETED_EVENT, Registration
+from services.entrypoints import event_handler, rpc
+from services.logs import quoted
 
 _logger = logging.getLogger(__name__)
 
-SERVICE_NAME = "notify"
+SERVICE_NAME = NOTIFY_SERVICE_NAME  # the name compute's Notifier calls
 
 
 class NotifyService:
     name = SERVICE_NAME
 
+    registration = Registration()
+
+    # One line per message, at DEBUG: a line per call is noise at INFO, where the heartbeat's
+    # summary counts the calls. Anyone may call this over RPC: the line is capped and escaped.
     @rpc
     def send(self, message):
-        _logger.info("%s", message)
+        _logger.debug("%s", quoted(message))
 
     # The default SERVICE_POOL handler type: all notify instances share one queue, so each
     # completed operation is logged once in the cluster, not once per instance.
@@ -27,8 +30,3 @@ class NotifyService:
         # compute batches its notifications: one line per message all the same
         for message in messages:
             self.send(message)
-
-    # One message per event: what compute instances of earlier versions send.
-    @event_handler(COMPUTE_SERVICE_NAME, OPERATION_COMPLETED_EVENT)
-    def on_operation_completed(self, message):
-        self.send(message)

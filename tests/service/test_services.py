@@ -1,8 +1,11 @@
 """Each service in a real nameko container, on the real broker (a fresh vhost per test)."""
 
+import contextlib
 import json
 import logging
 import socket
+import sys
+import urllib.parse
 
 import eventlet
 import pytest
@@ -10,21 +13,30 @@ import requests
 from eventlet import wsgi
 from nameko.events import event_handler
 from nameko.exceptions import RemoteError
-from nameko.standalone.events import event_dispatcher
 from nameko.standalone.rpc import ServiceRpcProxy
 from nameko.testing.services import entrypoint_hook, entrypoint_waiter
+from nameko.testing.utils import find_free_port
 
 from services.compute import ComputeService
+from services.dependencies import SECRET_HEADER
 from services.health import HealthService
-from services.heartbeat import SECRET_HEADER, HeartbeatService
+from services.heartbeat import HeartbeatService
 from services.notify import NotifyService
 
 WAIT = 10  # seconds: the most any single wait in this module may take
+LONGEST_INT = 10 ** sys.get_int_max_str_digits() - 1  # the longest int Python writes out
 
 
 @pytest.fixture
 def config(rabbit_config):
     return dict(rabbit_config)
+
+
+@pytest.fixture
+def closed_port():
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 class HeartbeatListener:
@@ -49,7 +61,7 @@ def test_compute_tells_notify(container_factory, config, caplog, notify_via):
     notify.start()
 
     notify_entrypoint = "on_operations_completed" if notify_via == "event" else "send"
-    with caplog.at_level(logging.INFO, logger="services.notify"):
+    with caplog.at_level(logging.DEBUG, logger="services.notify"):
         with entrypoint_waiter(notify, notify_entrypoint, timeout=WAIT):
             with entrypoint_hook(compute, "method") as method:
                 assert method(99999, 99999) == 199998
@@ -64,7 +76,7 @@ def test_notifications_of_a_burst_are_logged_one_line_per_call(
     compute.start()
     notify.start()
     calls = 20
-    with caplog.at_level(logging.INFO, logger="services.notify"):
+    with caplog.at_level(logging.DEBUG, logger="services.notify"):
         with ServiceRpcProxy("compute", config, timeout=WAIT) as compute_rpc:
             replies = [compute_rpc.method.call_async(i, 1000) for i in range(calls)]
             assert [reply.result() for reply in replies] == [i + 1000 for i in range(calls)]
@@ -75,20 +87,10 @@ def test_notifications_of_a_burst_are_logged_one_line_per_call(
     assert sorted(lines) == sorted("Operation completed %d" % (i + 1000) for i in range(calls))
 
 
-def test_notify_still_logs_the_single_message_event_of_earlier_versions(
-        container_factory, config, caplog):
-    notify = container_factory(NotifyService, config)
-    notify.start()
-    with caplog.at_level(logging.INFO, logger="services.notify"):
-        with entrypoint_waiter(notify, "on_operation_completed", timeout=WAIT):
-            event_dispatcher(config)("compute", "operation_completed", "Operation completed 7")
-    assert "Operation completed 7" in caplog.text
-
-
 def test_notify_is_callable_over_rpc_as_in_the_blog_post(container_factory, config, caplog):
     notify = container_factory(NotifyService, config)
     notify.start()
-    with caplog.at_level(logging.INFO, logger="services.notify"):
+    with caplog.at_level(logging.DEBUG, logger="services.notify"):
         with ServiceRpcProxy("notify", config, timeout=WAIT) as notify_rpc:
             assert notify_rpc.send("Operation completed 42") is None
     assert "Operation completed 42" in caplog.text
@@ -102,11 +104,26 @@ def test_bad_input_is_a_typed_remote_error_and_the_worker_survives(container_fac
                 compute.method(bad, 1)
             assert error.value.exc_type == "InvalidOperand"
             assert "value1 must be a finite int or float" in error.value.value
-        with pytest.raises(RemoteError) as error:
-            compute.method(1e308, 1e308)
-        assert error.value.exc_type == "InvalidOperand"
+        for too_large in [(1e308, 1e308), (LONGEST_INT, 1)]:
+            with pytest.raises(RemoteError) as error:
+                compute.method(*too_large)
+            assert error.value.exc_type == "InvalidOperand"
+        assert compute.method(LONGEST_INT, 0) == LONGEST_INT
         assert compute.method(99999, 99999) == 199998
         assert compute.method.call_async(1.5, 1).result() == 2.5
+
+
+def test_a_refused_operand_is_logged_on_one_line(container_factory, config, caplog):
+    container_factory(ComputeService, config).start()
+    with ServiceRpcProxy("compute", config, timeout=WAIT) as compute:
+        with pytest.raises(RemoteError):
+            compute.method("abc", 1)
+    [refused] = [record for record in caplog.records if record.name == "nameko.containers"
+                 and record.levelno == logging.WARNING]
+    assert refused.exc_info is None
+    line = logging.Formatter().format(refused)
+    assert "\n" not in line
+    assert line.endswith(": value1 must be a finite int or float, got 'abc' (str)")
 
 
 # -- heartbeat ----------------------------------------------------------------------------------
@@ -122,6 +139,8 @@ def test_heartbeat_event_reaches_a_listener(container_factory, config):
         heartbeat.start()
     payload = result.get()
     assert payload["service"] == "heartbeat"
+    assert payload["services"] == ["heartbeat"]  # the only container of ours in this test
+    assert payload["broker_connected"] is True
     assert payload["interval"] == 0.2
     assert {"host", "pid", "instance_id", "uptime", "calls_served", "timestamp"} <= set(payload)
 
@@ -176,13 +195,13 @@ def test_heartbeat_is_posted_to_the_monitor_with_the_secret(container_factory, c
     assert request["secret"] == "s3cret"
     assert request["content_type"] == "application/json"
     assert request["body"]["service"] == "heartbeat"
+    assert request["body"]["broker_connected"] is True
     assert monitor.arrived.get(timeout=WAIT)["body"]["timestamp"] > request["body"]["timestamp"]
 
 
-def test_a_dead_monitor_does_not_stop_the_heartbeat(container_factory, config, caplog):
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        dead_port = probe.getsockname()[1]
+def test_a_dead_monitor_does_not_stop_the_heartbeat(container_factory, config, caplog,
+                                                    closed_port):
+    dead_port = closed_port
     config.update(HEARTBEAT_INTERVAL=0.2, HEARTBEAT_URL="http://127.0.0.1:%d/hb" % dead_port)
     listener = container_factory(HeartbeatListener, config)
     listener.start()
@@ -199,25 +218,114 @@ def test_a_dead_monitor_does_not_stop_the_heartbeat(container_factory, config, c
 
 # nameko's web_session fixture needs werkzeug.urls.url_join, gone in Werkzeug 3 (Odoo 18's pin):
 # a plain HTTP call to the web_config port instead.
-def test_health_over_http(container_factory, config, web_config, web_config_port):
-    config.update(web_config)
+def get_health(port):
+    return requests.get("http://127.0.0.1:%d/health" % port, timeout=WAIT)
+
+
+def test_health_over_http(container_factory, config, web_config, web_config_port, caplog):
+    caplog.set_level(logging.DEBUG, logger="nameko.web.server")
+    config.update(web_config, HEARTBEAT_INTERVAL=0.2)
+    listener = container_factory(HeartbeatListener, config)
+    listener.start()
     container_factory(HealthService, config).start()
-    url = "http://127.0.0.1:%d/health" % web_config_port
-    response = requests.get(url, timeout=WAIT)
+    with entrypoint_waiter(listener, "on_heartbeat", timeout=WAIT):
+        container_factory(HeartbeatService, config).start()  # its first beat checks the broker
+    response = get_health(web_config_port)
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "application/json"
     body = response.json()
     assert body["status"] == "ok"
+    assert body["broker_connected"] is True
+    assert body["services"] == ["health", "heartbeat"]
     assert {"host", "pid", "instance_id", "uptime", "calls_served"} <= set(body)
     assert body["health_port"] == web_config_port
-    assert requests.get(url.replace("/health", "/nothing"), timeout=WAIT).status_code == 404
+    url = "http://127.0.0.1:%d/nothing" % web_config_port
+    assert requests.get(url, timeout=WAIT).status_code == 404
+    # one access line per check, at DEBUG: a health check every few seconds is no news
+    access = [record for record in caplog.records if "GET /health HTTP/1.1" in record.getMessage()]
+    assert access and {record.levelno for record in access} == {logging.DEBUG}
 
 
-def test_an_explicit_health_address_that_is_taken_is_an_error(container_factory, config):
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen(1)
-        config["WEB_SERVER_ADDRESS"] = "127.0.0.1:%d" % taken.getsockname()[1]
-        container = container_factory(HealthService, config)
-        with pytest.raises(OSError):
-            container.start()
+class BrokerLink:
+    """A TCP link to the real broker that a test cuts and restores, as a stopped broker (or a
+    lost network) would: every connection through it is shut, and new ones are refused."""
+
+    def __init__(self, amqp_uri):
+        parts = urllib.parse.urlsplit(amqp_uri)
+        self.target = (parts.hostname, parts.port)
+        self.port = find_free_port()
+        self.uri = parts._replace(netloc="%s@127.0.0.1:%d" % (
+            parts.netloc.rsplit("@", 1)[0], self.port)).geturl()
+        self.sockets = []
+        self.restore()
+
+    def restore(self):
+        self.server = eventlet.listen(("127.0.0.1", self.port))
+        self.acceptor = eventlet.spawn(self._accept)
+
+    def _accept(self):
+        while True:
+            client, _address = self.server.accept()
+            upstream = eventlet.connect(self.target)
+            self.sockets += [client, upstream]
+            eventlet.spawn(self._pipe, client, upstream)
+            eventlet.spawn(self._pipe, upstream, client)
+
+    @staticmethod
+    def _pipe(source, sink):
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_RDWR)
+
+    def cut(self):
+        self.acceptor.kill()
+        self.server.close()
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self.sockets = []
+
+
+@pytest.fixture
+def broker_link(config):
+    link = BrokerLink(config["AMQP_URI"])
+    yield link
+    link.cut()
+
+
+def next_beat(monitor, connected):
+    """The body of the next beat the monitor hears with broker_connected == `connected`."""
+    with eventlet.Timeout(WAIT):
+        while True:
+            body = monitor.arrived.get()["body"]
+            if body["broker_connected"] is connected:
+                return body
+
+
+# broker_link first: set up before the containers, it is torn down after them (a container
+# cannot stop while its consumer waits to reconnect).
+def test_health_and_beats_follow_the_broker_connection(
+        broker_link, container_factory, config, web_config, web_config_port, monitor):
+    direct = dict(config)
+    config.update(web_config, AMQP_URI=broker_link.uri, HEARTBEAT_INTERVAL=0.2,
+                  HEARTBEAT_URL=monitor.url, HEARTBEAT_SECRET="s3cret")
+    for service in (ComputeService, HealthService, HeartbeatService):
+        container_factory(service, config).start()
+    next_beat(monitor, connected=True)
+    assert get_health(web_config_port).status_code == 200
+
+    broker_link.cut()
+    # the beat still reaches the monitor, and says the broker is lost
+    assert next_beat(monitor, connected=False)["services"] == ["compute", "health", "heartbeat"]
+    response = get_health(web_config_port)
+    assert response.status_code == 503
+    assert response.json()["status"] == "broker unreachable"
+
+    broker_link.restore()
+    # connected again once compute's consumer, retrying on its own pace, is back
+    next_beat(monitor, connected=True)
+    assert get_health(web_config_port).json()["status"] == "ok"
+    with ServiceRpcProxy("compute", direct, timeout=WAIT) as compute:
+        assert compute.method(1, 2) == 3

@@ -1,5 +1,7 @@
-"""compute, with its dependencies mocked (nameko's worker_factory)."""
+"""compute and notify, with their dependencies mocked (nameko's worker_factory), and compute's
+Notifier bound to a mock container."""
 
+import logging
 import math
 import sys
 from unittest.mock import Mock
@@ -10,11 +12,17 @@ from hypothesis import strategies as st
 from nameko.testing.services import worker_factory
 
 from services import instance
-from services.compute import NOTIFY_BATCH_MAX, ComputeService, InvalidOperand, Notifier, add
+from services.compute import ComputeService, InvalidOperand, add
+from services.dependencies import NOTIFY_BATCH_MAX, Notifier
+from services.logs import MAX_LOGGED_CHARS
+from services.notify import NotifyService
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 FLOAT_MAX = sys.float_info.max
 FLOAT_TINY = 5e-324  # smallest positive subnormal
+# The longest int Python writes out (JSON, %s); 0 would mean no limit.
+MAX_DIGITS = sys.get_int_max_str_digits()
+LONGEST_INT = 10**MAX_DIGITS - 1
 
 # Text meant to fool a log reader or a UI: bidi overrides, zero-width characters, BOM.
 HOSTILE_CHARACTERS = ["\u202e", "\u202d", "\u2066", "\u200b", "\u200d", "\ufeff", "\u0000"]
@@ -100,11 +108,6 @@ def test_refused_operands(compute, bad, position):
     assert compute.method(2, 3) == 5
 
 
-def test_invalid_operand_is_a_value_error_named_for_the_remote_caller():
-    assert issubclass(InvalidOperand, ValueError)
-    assert InvalidOperand.__name__ == "InvalidOperand"  # RemoteError.exc_type on the Odoo side
-
-
 def test_the_message_quotes_a_string_operand(compute):
     with pytest.raises(InvalidOperand, match=r"^value1 must be a finite int or float, "
                                              r"got 'abc' \(str\)$"):
@@ -130,6 +133,22 @@ def test_a_huge_operand_is_quoted_short(compute):
 )
 def test_a_sum_beyond_the_float_range_is_refused(compute, value1, value2):
     with pytest.raises(InvalidOperand, match="value1 \\+ value2"):
+        compute.method(value1, value2)
+    compute.notify.assert_not_called()
+    assert compute.method(1, 1) == 2
+
+
+def test_the_longest_int_that_can_be_written_out_is_added(compute):
+    assert MAX_DIGITS  # else Python writes out any int and there is nothing to refuse
+    assert compute.method(LONGEST_INT, 0) == LONGEST_INT
+    assert compute.method(-LONGEST_INT, 0) == -LONGEST_INT
+
+
+@pytest.mark.parametrize(("value1", "value2"), [(LONGEST_INT, 1), (-LONGEST_INT, -1)])
+def test_a_sum_too_long_to_write_out_is_refused(compute, value1, value2):
+    # the reply (JSON) and the notification (%s) would both raise ValueError on it
+    with pytest.raises(InvalidOperand, match=r"^value1 \+ value2 has more than %d digits"
+                                             % MAX_DIGITS):
         compute.method(value1, value2)
     compute.notify.assert_not_called()
     assert compute.method(1, 1) == 2
@@ -178,6 +197,39 @@ def test_generated_hostile_values_are_refused(bad, good, bad_first):
         compute.method(*args)
     compute.notify.assert_not_called()
     assert compute.method(1, 2) == 3
+
+
+# -- notify ------------------------------------------------------------------------------------
+
+
+def test_notify_logs_each_message_on_one_debug_line(caplog):
+    with caplog.at_level(logging.DEBUG, logger="services.notify"):
+        worker_factory(NotifyService).send("Operation completed 3")
+    [record] = caplog.records
+    assert (record.levelno, record.getMessage()) == (logging.DEBUG, "Operation completed 3")
+
+
+def test_notify_caps_a_huge_message_and_says_how_much_it_dropped(caplog):
+    size = 20_000_000
+    with caplog.at_level(logging.DEBUG, logger="services.notify"):
+        worker_factory(NotifyService).send("x" * size)
+    [record] = caplog.records
+    assert record.getMessage() == "%s... (%d more characters)" % (
+        "x" * MAX_LOGGED_CHARS, size - MAX_LOGGED_CHARS)
+
+
+@pytest.mark.parametrize("character", ["\n", "\r"] + HOSTILE_CHARACTERS, ids=repr)
+def test_notify_escapes_what_could_forge_or_reorder_a_log_line(caplog, character):
+    with caplog.at_level(logging.DEBUG, logger="services.notify"):
+        worker_factory(NotifyService).send("1" + character + "2 ERROR forged")
+    [record] = caplog.records
+    assert character not in record.getMessage()
+
+
+def test_notify_batch_is_logged_one_line_per_message(caplog):
+    with caplog.at_level(logging.DEBUG, logger="services.notify"):
+        worker_factory(NotifyService).on_operations_completed(["a", "b"])
+    assert [record.getMessage() for record in caplog.records] == ["a", "b"]
 
 
 # -- the Notifier: sends after the reply, batched, never fails the call --------------------------
@@ -253,7 +305,9 @@ def test_notifier_failure_is_logged_not_raised(notifier, caplog):
     notifier.get_dependency(worker_ctx)("Operation completed 3")
     notifier.worker_result(worker_ctx, 3)
     notifier.flush()
-    assert "could not notify 1 messages via event, first 'Operation completed 3'" in caplog.text
+    assert ("could not notify 1 messages via event, first 'Operation completed 3': broker gone"
+            in caplog.text)
+    assert "Traceback" not in caplog.text
     assert notifier._pending == {}
     assert notifier._batch == []
 
@@ -264,7 +318,7 @@ def test_notifier_rpc_failure_is_logged_not_raised(notifier, caplog):
     notifier.send_now.side_effect = ConnectionError("broker gone")
     notifier.get_dependency(worker_ctx)("Operation completed 3")
     notifier.worker_result(worker_ctx, 3)
-    assert "could not notify 'Operation completed 3' via rpc" in caplog.text
+    assert "could not notify 'Operation completed 3' via rpc: broker gone" in caplog.text
     assert notifier._pending == {}
 
 
