@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all venv run test test-services test-odoo lint bench clean
+.PHONY: all venv run test test-services test-odoo lint bench readme clean
 
 all: test
 
@@ -38,6 +38,10 @@ lint: venv
 
 bench: venv
 	tools/bench.sh
+
+## compute_bridge/README.rst and static/description/index.html from compute_bridge/readme/*.md.
+readme: venv
+	$(VENV)/bin/python tools/gen_addon_readme.py
 
 clean:
 	-$(PYTHON) tools/stack.py down

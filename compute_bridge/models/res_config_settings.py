@@ -6,23 +6,31 @@ from odoo.exceptions import AccessError, UserError
 from ..rpc import (
     BROKER_URL_ENV_VAR,
     BROKER_URL_PARAM,
-    DEFAULT_BROKER_URL,
     RPC_TIMEOUT_PARAM,
     BridgeError,
     mask_url,
     read_config,
 )
-from ..rpc.config import DEFAULT_RPC_TIMEOUT, MASK, MaskedPassword, unmask_url
+from ..rpc.config import (
+    DEFAULT_RPC_TIMEOUT,
+    MASK,
+    InvalidSetting,
+    MaskedPassword,
+    check_broker_url,
+    check_rpc_timeout,
+    unmask_url,
+)
 from ..rpc.probe import probe_compute
-
-MANAGER_GROUP = "compute_bridge.group_compute_bridge_manager"
 
 
 class ResConfigSettings(models.TransientModel):
+    """The bridge's block of Odoo's Settings page, for administrators (base.group_system):
+    saving Settings writes every application's parameters at once."""
+
     _inherit = "res.config.settings"
 
-    # Not a config_parameter field: default_get would read the parameter with sudo() for anyone
-    # and hand out the password. get_values() shows it masked to managers, set_values() saves it.
+    # Not a config_parameter field, so that the password is never read back: get_values() shows
+    # the URL masked, set_values() saves it.
     compute_bridge_broker_url = fields.Char(
         string="Broker URL",
         help="RabbitMQ URL the Nameko services listen on, e.g. "
@@ -39,54 +47,84 @@ class ResConfigSettings(models.TransientModel):
     compute_bridge_broker_url_from_env = fields.Boolean(
         string="Broker URL Set by the Environment",
         compute="_compute_compute_bridge_broker_url_from_env",
-        help="%s is set in the Odoo server's environment: it wins over the URL above."
-        % BROKER_URL_ENV_VAR,
     )
 
     @api.depends("compute_bridge_broker_url")
     def _compute_compute_bridge_broker_url_from_env(self):
-        from_env = bool((os.environ.get(BROKER_URL_ENV_VAR) or "").strip())
+        from_env = self._compute_bridge_read_config(os.environ).broker_url_from_env
         for settings in self:
             settings.compute_bridge_broker_url_from_env = from_env
 
+    # Odoo's default_get() reads every config_parameter field with sudo() and, like get_values()
+    # and onchange(), checks no access right: without these checks any user, portal included,
+    # could read the parameters of every application over RPC.
+    @api.model
+    def default_get(self, fields):
+        self.browse().check_access("read")
+        return super().default_get(fields)
+
+    def onchange(self, values, field_names, fields_spec):
+        self.browse().check_access("read")
+        return super().onchange(values, field_names, fields_spec)
+
     def get_values(self):
-        """The broker URL with its password masked, and only for the bridge's managers."""
+        """The timeout calls use (a value stored before the rule shows as the default it
+        stands for), and the broker URL with its password masked, for administrators only
+        (another application may give its own users access to Settings)."""
+        self.browse().check_access("read")
         values = super().get_values()
+        config = self._compute_bridge_read_config({})
+        values["compute_bridge_rpc_timeout"] = config.timeout
         values["compute_bridge_broker_url"] = (
-            mask_url(self._compute_bridge_stored_url())
-            if self._compute_bridge_is_manager() else False
+            mask_url(config.broker_url) if self.env.is_system() else False
         )
         return values
 
     def set_values(self):
-        """Save the broker URL (managers only); a masked password keeps the saved one."""
+        """Save the broker URL (administrators only); a masked password keeps the saved one.
+        ir.config_parameter refuses a URL kombu cannot use."""
         super().set_values()
-        if not self._compute_bridge_is_manager():
+        if not self.env.is_system():
             return
         url = self._compute_bridge_submitted_url()
-        if url != self._compute_bridge_stored_url():
+        if url != self._compute_bridge_read_config({}).broker_url:
             self.env["ir.config_parameter"].sudo().set_param(BROKER_URL_PARAM, url or False)
 
     def action_compute_bridge_test_connection(self):
         """Settings' "Test connection": a real 1 + 1 through the broker and the compute service.
 
-        Uses the values on screen, saved or not, so a URL can be tried before it is saved; the
-        masked password on screen stands for the saved one (never for another user or host),
-        and the environment variable still wins, as it does for every call.
+        Tests the values on screen, saved or not (the button skips the web client's "save
+        first?" dialog), so a URL can be tried before it is saved; the masked password on screen
+        stands for the saved one (never for another user or host). A success is never reported
+        for another URL than the one on screen: when the environment variable overrides it, the
+        notification says so.
         """
         self.ensure_one()
-        if not self._compute_bridge_is_manager():
-            raise AccessError(self.env._("Only Compute Bridge managers can test the connection."))
+        if not self.env.is_system():
+            raise AccessError(self.env._("Only administrators can test the connection."))
         on_screen = {
             BROKER_URL_PARAM: self._compute_bridge_submitted_url(),
-            RPC_TIMEOUT_PARAM: self.compute_bridge_rpc_timeout,
+            # 0 or empty is saved as "unset", which means the default
+            RPC_TIMEOUT_PARAM: self.compute_bridge_rpc_timeout or DEFAULT_RPC_TIMEOUT,
         }
-        config = read_config(on_screen.get, os.environ)
+        config = read_config(on_screen.get, {})
+        try:
+            check_broker_url(config.broker_url)
+            check_rpc_timeout(on_screen[RPC_TIMEOUT_PARAM])
+        except InvalidSetting as error:  # the title leaves out a URL that may be 100 kB long
+            reason = self.env["ir.config_parameter"]._compute_bridge_reason(error)
+            return self._compute_bridge_test_notification(
+                self.env._("Test connection"), reason, "danger")
         title = self.env._("Test connection: %s", mask_url(config.broker_url))
         try:
             probe = probe_compute(config)
         except BridgeError as error:  # str() is readable and has the password masked
             return self._compute_bridge_test_notification(title, str(error), "danger")
+        if self.compute_bridge_broker_url_from_env:
+            message = self.env._(
+                "Broker and compute service reachable with this URL, but operations use %s, "
+                "set in the server environment, instead.", BROKER_URL_ENV_VAR)
+            return self._compute_bridge_test_notification(title, message, "warning")
         message = self.env._(
             "Broker and compute service reachable: %(a)s + %(b)s = %(result)s in %(ms).1f ms",
             a=probe.operands[0], b=probe.operands[1], result=probe.result, ms=probe.round_trip_ms,
@@ -94,21 +132,15 @@ class ResConfigSettings(models.TransientModel):
         return self._compute_bridge_test_notification(title, message, "success")
 
     @api.model
-    def _compute_bridge_is_manager(self):
-        return self.env.is_superuser() or self.env.user.has_group(MANAGER_GROUP)
-
-    @api.model
-    def _compute_bridge_stored_url(self):
-        """The URL calls use when the environment does not override it (see read_config)."""
-        ICP = self.env["ir.config_parameter"].sudo()
-        return (ICP.get_param(BROKER_URL_PARAM) or "").strip() or DEFAULT_BROKER_URL
+    def _compute_bridge_read_config(self, environ):
+        return read_config(self.env["ir.config_parameter"].sudo().get_param, environ)
 
     def _compute_bridge_submitted_url(self):
         """The URL on screen, stripped, its masked password replaced by the saved one."""
         self.ensure_one()
         try:
             return unmask_url((self.compute_bridge_broker_url or "").strip(),
-                              self._compute_bridge_stored_url())
+                              self._compute_bridge_read_config({}).broker_url)
         except MaskedPassword as error:
             raise UserError(self.env._(
                 "The broker URL's password is shown as %s: type it again when you change "

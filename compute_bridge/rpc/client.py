@@ -152,9 +152,21 @@ def _unreachable(config, deadline, error):
 
 
 def _new_connection(broker_url, deadline):
-    from .nameko_amqp import RpcConnection
+    """A connection to the first broker of ``broker_url`` that accepts one before the deadline:
+    kombu's failover form ``url1;url2;...`` names the nodes of a cluster, tried in turn."""
+    from .config import FAILOVER_SEPARATOR
+    from .nameko_amqp import CONNECTION_ERRORS, RpcConnection
 
-    return RpcConnection(broker_url, deadline)
+    *others, last = broker_url.split(FAILOVER_SEPARATOR)
+    for url in others:
+        if deadline.expired():
+            break
+        try:
+            return RpcConnection(url, deadline)
+        except CONNECTION_ERRORS as error:
+            _logger.info("broker %s refused a connection (%s); trying the next one",
+                         broker_label(url), type(error).__name__)
+    return RpcConnection(last, deadline)
 
 
 def _after_fork_in_child():

@@ -26,6 +26,7 @@ from kombu.exceptions import ContentDisallowed, DecodeError
 from kombu.serialization import dumps, loads
 from kombu.utils.url import url_to_parts
 
+from .config import BROKER_URL_SCHEMES, InvalidSetting, check_broker_url
 from .errors import InvalidBrokerUrl, broker_label
 
 _logger = logging.getLogger(__name__)
@@ -38,10 +39,8 @@ UNDECODABLE_REPLY = "UndecodableReply"  # exc_type of a reply in another format
 # Requests are sent transient: one outliving a broker restart would answer a reply queue that
 # died with it. Unacknowledged requests are still redelivered to another instance.
 REQUEST_DELIVERY_MODE = 1  # AMQP non-persistent
-AMQP_SCHEMES = {"amqp": False, "pyamqp": False, "amqps": True, "pyamqps": True}  # -> TLS
 DEFAULT_PORTS = {False: 5672, True: 5671}
 DEFAULT_CREDENTIALS = "guest"  # kombu's default user and password
-MAX_SHORTSTR_BYTES = 255  # AMQP short string (the virtual host travels as one)
 LIVENESS_PROBE_SECONDS = 0.05  # how long an idle connection may take to show it is alive
 CLOSE_TIMEOUT = 1.0  # seconds to close an idle connection politely before dropping its socket
 
@@ -78,7 +77,8 @@ class UnroutableRequest(Exception):
 
 
 def parse_broker_url(url):
-    """``url`` as keyword arguments of :class:`amqp.Connection`, or raise InvalidBrokerUrl.
+    """One broker URL as keyword arguments of :class:`amqp.Connection`, or raise InvalidBrokerUrl
+    for what :func:`.config.check_broker_url` refuses (the rule Settings applies on save).
 
     >>> address = parse_broker_url("pyamqp://u:p%40ss@rabbit/")
     >>> address["host"], address["userid"], address["password"], address["virtual_host"]
@@ -87,30 +87,16 @@ def parse_broker_url(url):
     ...     parse_broker_url("http://u:secret@localhost:5672")
     ... except InvalidBrokerUrl as error:
     ...     print(error.params["detail"])
-    the scheme must be amqp:// or pyamqp:// (amqps:// or pyamqps:// for TLS)
+    the scheme "http" is not an AMQP one: use one of pyamqp, amqp, pyamqps, amqps
     """
-
-    def invalid(detail):
-        return InvalidBrokerUrl(broker=broker_label(url), detail=detail)
-
     try:
-        parts = url_to_parts(url or "")
-        port = parts.port
-    except ValueError as error:  # a port out of range or not a number, a stray '['
-        raise invalid("it cannot be parsed (%s)" % error) from None
-    if parts.scheme not in AMQP_SCHEMES:
-        raise invalid("the scheme must be amqp:// or pyamqp:// (amqps:// or pyamqps:// for TLS)")
-    tls = AMQP_SCHEMES[parts.scheme]
-    host = parts.hostname or "localhost"
-    try:
-        host.encode("idna")
-    except UnicodeError:
-        raise invalid("the host name is not valid") from None
-    if port == 0:
-        raise invalid("the port must be from 1 to 65535")
+        check_broker_url(url)
+    except InvalidSetting as error:
+        raise InvalidBrokerUrl(broker=broker_label(url), detail=str(error)) from None
+    parts = url_to_parts(url.strip())
+    tls = BROKER_URL_SCHEMES[parts.scheme]
+    host, port = parts.hostname, parts.port
     virtual_host = parts.path or "/"
-    if len(virtual_host.encode()) > MAX_SHORTSTR_BYTES:
-        raise invalid("the virtual host is longer than %d bytes" % MAX_SHORTSTR_BYTES)
     return {
         "host": "[%s]:%d" % (host, port or DEFAULT_PORTS[tls]) if ":" in host
         else "%s:%d" % (host, port or DEFAULT_PORTS[tls]),

@@ -1,13 +1,15 @@
 """Settings round trip, the masked broker password, the environment override notice, and who
-may do what."""
+may do what: Odoo's Settings page is the bridge's one settings path, for administrators."""
 
+import json
 import os
 from unittest.mock import patch
 
 from odoo.exceptions import AccessError, UserError
+from odoo.tests import HttpCase, new_test_user, tagged
 
 from ..rpc import BROKER_URL_ENV_VAR, BROKER_URL_PARAM, DEFAULT_BROKER_URL, RPC_TIMEOUT_PARAM
-from .common import CLOSED_PORT_URL, SECRET, ComputeBridgeCase
+from .common import CLOSED_PORT_URL, MANAGER_GROUP, SECRET, USER_GROUP, ComputeBridgeCase
 
 SECRET_URL = "pyamqp://u:%s@rabbit:5672/vhost" % SECRET
 MASKED_URL = "pyamqp://u:***@rabbit:5672/vhost"
@@ -83,13 +85,24 @@ class TestSettings(SettingsCase):
             self.assertTrue(settings.compute_bridge_broker_url_from_env)
             self.assertEqual(self.Operation._compute_bridge_config().broker_url, CLOSED_PORT_URL)
 
-    def test_settings_view_hides_the_url(self):
+    def test_settings_view_shows_the_url_as_text(self):
+        """Which broker is configured is visible; only its password is masked (get_values)."""
         self.save(SECRET_URL)
         arch = self.env["res.config.settings"].get_view(
             self.env.ref("compute_bridge.res_config_settings_view_form").id)["arch"]
-        self.assertIn('name="compute_bridge_broker_url"', arch)
-        self.assertRegex(arch, r'name="compute_bridge_broker_url"[^>]*password="True"')
+        self.assertRegex(arch, r'<field name="compute_bridge_broker_url"')
+        self.assertNotRegex(arch, r'name="compute_bridge_broker_url"[^>]*password=')
         self.assertNotIn(SECRET, arch)
+
+    def test_one_settings_path(self):
+        """The managers' wizard is gone: Odoo's Settings page is the only one."""
+        self.assertNotIn("compute.bridge.config", self.env)
+        for xmlid in ("compute_bridge_config_menu", "compute_bridge_config_action",
+                      "compute_bridge_config_view_form", "access_compute_bridge_config_manager",
+                      "access_res_config_settings_compute_bridge_manager_view",
+                      "res_config_settings_rule_compute_bridge_manager"):
+            with self.subTest(xmlid=xmlid):
+                self.assertFalse(self.env.ref("compute_bridge." + xmlid, False))
 
 
 class TestAccess(SettingsCase):
@@ -107,45 +120,46 @@ class TestAccess(SettingsCase):
             self.env["ir.config_parameter"].with_user(self.user).set_param(
                 BROKER_URL_PARAM, CLOSED_PORT_URL)
 
-    def test_only_managers_are_shown_the_url(self):
-        """default_get reads parameters with sudo() for anyone: the URL is left to get_values,
-        which shows it (masked) to the bridge's managers only."""
+    def test_only_administrators_read_settings(self):
+        """Odoo's default_get() and onchange() read config parameters with sudo(): nobody but
+        administrators may call them, nor read Settings in any other way."""
         self.set_broker(self.env, SECRET_URL)
-        for user in (self.user, self.portal_user):
+        admin = self.env.ref("base.user_admin")
+        admin_settings = self.env["res.config.settings"].with_user(admin).create({})
+        spec = {"compute_bridge_broker_url": {}, "compute_bridge_rpc_timeout": {},
+                "compute_bridge_broker_url_from_env": {}}
+        for user in (self.user, self.manager, self.portal_user, self.env.ref("base.public_user")):
+            Settings = self.env["res.config.settings"].with_user(user)
+            theirs = admin_settings.with_user(user)
+            for name, method, args in (
+                ("default_get", Settings.default_get, [list(spec)]),
+                ("onchange", Settings.onchange, [{}, [], spec]),
+                ("get_values", Settings.get_values, []),
+                ("create", Settings.create, [{}]),
+                ("read", theirs.read, [list(spec)]),
+                ("web_read", theirs.web_read, [spec]),
+                ("test connection", theirs.action_compute_bridge_test_connection, []),
+            ):
+                with self.subTest(user=user.login, call=name):
+                    self.assertRaises(AccessError, method, *args)
+        self.assertEqual(self.shown_url(admin), MASKED_URL)
+
+    def test_settings_menu_and_action_for_administrators_only(self):
+        admin = self.env.ref("base.user_admin")
+        settings_menus = (self.env.ref("compute_bridge.compute_bridge_settings_menu")
+                          | self.env.ref("compute_bridge.compute_bridge_menu_configuration"))
+        for user in (self.user, self.manager):
             with self.subTest(user=user.login):
-                self.assertFalse(self.shown_url(user))
-        self.assertEqual(self.shown_url(self.env.ref("base.user_admin")), MASKED_URL)
+                visible = self.env["ir.ui.menu"].with_user(user)._visible_menu_ids()
+                self.assertFalse(set(settings_menus.ids) & set(visible))
+        visible = self.env["ir.ui.menu"].with_user(admin)._visible_menu_ids()
+        self.assertLessEqual(set(settings_menus.ids), set(visible))
+        action = self.env.ref("compute_bridge.compute_bridge_settings_action")
+        self.assertEqual(action.groups_id, self.env.ref("base.group_system"))
 
-    def test_manager_loads_the_settings_view_only(self):
-        """Saving Settings writes every application's parameters with sudo(): administrators
-        only (they are managers too). The bridge's manager may load the form's view, but
-        neither create Settings, nor read the administrators' records, nor call set_values()."""
-        self.save(SECRET_URL, self.env.ref("base.user_admin"))
-        admin_settings = self.env["res.config.settings"].with_user(
-            self.env.ref("base.user_admin")).create({"web_app_name": "typed by the admin"})
-        Settings = self.env["res.config.settings"].with_user(self.manager)
-        views = Settings.get_views([[False, "form"]])
-        self.assertNotIn(SECRET, str(views))
-        with self.assertRaises(AccessError):
-            Settings.create({})
-        self.assertFalse(Settings.search([("id", "=", admin_settings.id)]))
-        with self.assertRaises(AccessError):
-            admin_settings.with_user(self.manager).read(["web_app_name"])
-        app_name = self.env["ir.config_parameter"].sudo().get_param("web.web_app_name")
-        with self.assertRaises(AccessError):
-            Settings.set_values()  # an empty recordset would save every field as empty
-        self.assertEqual(
-            self.env["ir.config_parameter"].sudo().get_param("web.web_app_name"), app_name)
-        menus = self.env["ir.ui.menu"].with_user(self.manager)._visible_menu_ids()
-        self.assertNotIn(self.env.ref("compute_bridge.compute_bridge_settings_menu").id, menus)
-        self.assertNotIn(self.env.ref("compute_bridge.compute_bridge_menu_configuration").id, menus)
-        admin_menus = self.env["ir.ui.menu"].with_user(self.env.ref("base.user_admin"))
-        self.assertIn(self.env.ref("compute_bridge.compute_bridge_settings_menu").id,
-                      admin_menus._visible_menu_ids())
-
-    def test_settings_saved_by_non_managers_leave_the_url(self):
+    def test_settings_saved_by_non_administrators_leave_the_url(self):
         """A user given res.config.settings by another application saves the other settings,
-        not the broker URL, and may not test the connection."""
+        not the broker URL, is not shown it, and may not test the connection."""
         other_app = self.env["res.groups"].create({"name": "Another app's settings"})
         for model, perms in (("res_config_settings", ("read", "write", "create")),
                              ("ir_module_module", ("read",))):  # Settings reads module_* fields
@@ -183,3 +197,68 @@ class TestAccess(SettingsCase):
                     self.assertFalse(Operation.has_access(operation), operation)
                 with self.assertRaises(AccessError):
                     Operation.compute_sum(1, 2)
+
+
+# What a settings call must never hand out: the broker's host, user, vhost and the timeout.
+LEAK_HOST, LEAK_USER, LEAK_VHOST, LEAK_TIMEOUT = "leak-host", "leakuser", "leakvhost", 7.25
+LEAK_URL = "pyamqp://%s:%s@%s:5672/%s" % (LEAK_USER, SECRET, LEAK_HOST, LEAK_VHOST)
+# Their fields; the managers' wizard (compute.bridge.config) handed them to portal users.
+SETTINGS_FIELDS = {
+    "res.config.settings": ["compute_bridge_broker_url", "compute_bridge_rpc_timeout",
+                            "compute_bridge_broker_url_from_env"],
+    "compute.bridge.config": ["broker_url", "rpc_timeout", "broker_url_from_env"],
+}
+
+
+@tagged("post_install", "-at_install")
+class TestSettingsOverJsonRpc(HttpCase):
+    """What the web client's own route gives portal, public and plain users and the bridge's
+    managers who are not administrators: an error, never the broker URL or the timeout."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        ComputeBridgeCase.set_broker(cls.env, LEAK_URL)
+        cls.env["ir.config_parameter"].set_param(RPC_TIMEOUT_PARAM, LEAK_TIMEOUT)
+        for login, groups in (("cb_json_portal", "base.group_portal"),
+                              ("cb_json_user", "base.group_user," + USER_GROUP),
+                              ("cb_json_manager", "base.group_user," + MANAGER_GROUP)):
+            new_test_user(cls.env, login, groups=groups)  # password = login
+
+    def call_kw(self, model, method, args, kwargs=None):
+        """POST /web/dataset/call_kw as the web client does; the raw JSON reply."""
+        payload = {"jsonrpc": "2.0", "method": "call", "id": 1, "params": {
+            "model": model, "method": method, "args": args, "kwargs": kwargs or {}}}
+        response = self.url_open("/web/dataset/call_kw/%s/%s" % (model, method),
+                                 data=json.dumps(payload),
+                                 headers={"Content-Type": "application/json"})
+        return response.text
+
+    def test_no_settings_for_anyone_but_administrators(self):
+        for login in (None, "cb_json_portal", "cb_json_user", "cb_json_manager"):
+            self.authenticate(login, login)  # None: no session, as the public
+            for model, fields in SETTINGS_FIELDS.items():
+                spec = {name: {} for name in fields}
+                for method, args, kwargs in (
+                    ("default_get", [fields], {}),
+                    ("onchange", [[], {}, [], spec], {}),
+                    ("web_read", [[1]], {"specification": spec}),
+                    ("read", [[1], fields], {}),
+                    ("get_values", [[]], {}),
+                ):
+                    with self.subTest(login=login, model=model, method=method):
+                        reply = self.call_kw(model, method, args, kwargs)
+                        self.assertIn('"error"', reply)
+                        self.assertNotIn('"result"', reply)
+                        for leak in (LEAK_HOST, LEAK_USER, LEAK_VHOST, SECRET, str(LEAK_TIMEOUT)):
+                            self.assertNotIn(leak, reply)
+                        if login and model == "res.config.settings":
+                            self.assertIn("odoo.exceptions.AccessError", reply)
+
+    def test_administrator_sees_the_masked_url(self):
+        self.authenticate("admin", "admin")
+        fields = SETTINGS_FIELDS["res.config.settings"]
+        reply = json.loads(self.call_kw("res.config.settings", "default_get", [fields]))
+        self.assertEqual(reply["result"]["compute_bridge_broker_url"],
+                         LEAK_URL.replace(SECRET, "***"))
+        self.assertEqual(reply["result"]["compute_bridge_rpc_timeout"], LEAK_TIMEOUT)
