@@ -32,7 +32,10 @@ ROUTE = "/compute_bridge/heartbeat"
 
 class HeartbeatController(http.Controller):
 
-    @http.route(ROUTE, type="http", auth="none", methods=["POST"], csrf=False, save_session=False)
+    # readonly=False: an auth="none" route starts on a read-only cursor by default, and every
+    # beat writes (the insert or update would fail there and be retried on a read/write one).
+    @http.route(ROUTE, type="http", auth="none", methods=["POST"], csrf=False, save_session=False,
+                readonly=False)
     def heartbeat(self, **_query):
         instances = request.env["compute.service.instance"].sudo()
         expected = instances._heartbeat_secret()

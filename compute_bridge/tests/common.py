@@ -13,6 +13,7 @@ it the tests use the default local broker.
 import os
 from unittest.mock import patch
 
+from odoo.modules.registry import DummyRLock, Registry
 from odoo.tests import TransactionCase, new_test_user
 
 from ..rpc import BROKER_URL_ENV_VAR, BROKER_URL_PARAM, DEFAULT_BROKER_URL, RPC_TIMEOUT_PARAM
@@ -25,6 +26,14 @@ CLOSED_PORT_URL = "pyamqp://guest:%s@127.0.0.1:1" % SECRET
 
 USER_GROUP = "compute_bridge.group_compute_bridge_user"
 MANAGER_GROUP = "compute_bridge.group_compute_bridge_manager"
+
+
+def let_other_threads_open_the_registry(case):
+    """For a test whose other threads (HTTP requests, a second user) work in real transactions
+    of their own: Odoo's runner holds Registry._lock while it runs post-install tests, so those
+    threads would wait for it forever. HttpCase's test mode swaps the lock for a dummy one; this
+    does that swap alone, for the duration of the test."""
+    case.startPatcher(patch.object(Registry, "_lock", DummyRLock()))
 
 
 class ComputeBridgeCase(TransactionCase):

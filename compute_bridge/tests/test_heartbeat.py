@@ -9,6 +9,7 @@ from odoo.tests import HttpCase, tagged
 from odoo.addons.compute_bridge import heartbeats
 from odoo.addons.compute_bridge.controllers.heartbeat import ROUTE
 from odoo.addons.compute_bridge.models import compute_service_instance
+from odoo.addons.compute_bridge.tests.common import let_other_threads_open_the_registry
 
 SECRET = "test-heartbeat-secret"
 BEAT = {
@@ -216,6 +217,10 @@ class TestConcurrentFirstBeats(HeartbeatCase):
     """Requests in their own transactions, as in production: what they write is committed."""
 
     registry_test_mode = False
+
+    def setUp(self):
+        super().setUp()
+        let_other_threads_open_the_registry(self)
 
     def test_simultaneous_first_beats_make_one_row(self):
         instance_id = "concurrent-%s" % self.env.cr.dbname
