@@ -41,7 +41,7 @@ MAX_SERVICES = 32  # service names in one beat: a `nameko run` process hosts a h
 # the text shown next to them), surrogates (not encodable in UTF-8), private use and unassigned,
 # and the line and paragraph separators. A name, host or id never needs any of them.
 UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
-# The services' default (services/heartbeat.py DEFAULT_INTERVAL), used when a beat omits it.
+# The services' default (services/settings.py DEFAULT_HEARTBEAT_INTERVAL) when a beat omits it.
 DEFAULT_INTERVAL = 30.0
 # Upper bounds of the numbers a beat reports. Each is far above anything real, and keeps the
 # arithmetic done on the value in range: the stale cutoff (last beat - 3 intervals) in Python's

@@ -15,7 +15,7 @@ import sys
 import urllib.error
 import urllib.request
 
-DEFAULT_PORT = "8000"  # services/config.yaml's WEB_SERVER_ADDRESS
+DEFAULT_PORT = "8000"  # services/settings.py's DEFAULT_WEB_SERVER_ADDRESS
 DEFAULT_RESTART_AFTER = 3  # Docker's own default number of retries before "unhealthy"
 REQUEST_TIMEOUT = 2  # seconds; below the HEALTHCHECK --timeout
 FAILURES_FILE = "/tmp/compute_bridge-health-failures"
