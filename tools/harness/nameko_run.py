@@ -2,6 +2,7 @@
 
 import os
 import time
+import warnings
 
 from .common import REPO
 from .odoo_server import venv_bin
@@ -51,7 +52,9 @@ class NamekoRun:
 def wait_compute(amqp_uri, timeout=START_TIMEOUT, process=None):
     """Wait until ``compute.method`` answers at ``amqp_uri`` (needs nameko); fail at once when
     ``process`` (a :class:`NamekoRun`) exits."""
-    from nameko.standalone.rpc import ClusterRpcProxy
+    with warnings.catch_warnings():  # eventlet's deprecation notice, on import: noise here
+        warnings.simplefilter("ignore")
+        from nameko.standalone.rpc import ClusterRpcProxy
 
     deadline = time.monotonic() + timeout
     last = None

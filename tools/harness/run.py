@@ -128,7 +128,8 @@ class Run:
 
     def stop(self):
         ignore_stop_signals()
-        say("\n==> stopping")
+        if self.processes:
+            say("\n==> stopping")
         for _label, process in reversed(self.processes):
             process.stop()
         broker.down(self.state)
