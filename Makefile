@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all venv run test test-services test-odoo lint bench clean
+.PHONY: all venv run test test-services test-odoo lint bench readme clean
 
 all: test
 
@@ -39,6 +39,10 @@ lint: venv
 ## BENCH_ARGS=--quick: small sizes, to try it out (see tools/bench.sh).
 bench: venv
 	tools/bench.sh $(BENCH_ARGS)
+
+## compute_bridge/README.rst and static/description/index.html from compute_bridge/readme/*.md.
+readme: venv
+	$(VENV)/bin/python tools/gen_addon_readme.py
 
 clean:
 	-$(PYTHON) tools/stack.py down

@@ -9,7 +9,7 @@ an HTTP 500 or a dead worker; a valid call still works afterwards.
 Each test collects every violation over a curated list plus ~150 generated examples and reports
 them grouped, instead of stopping at the first: one run shows every distinct defect.
 
-What counts as valid, per door (the contract, see README "Fault behaviour"):
+What counts as valid, per door (the contract, see tests/faults/README.rst):
 
 - ``compute_sum(a, b)``: finite ``int``/``float`` operands, not ``bool``, whose sum is a finite
   float (it returns a float); anything else must be refused.

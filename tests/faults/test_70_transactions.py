@@ -1,6 +1,6 @@
 """Odoo retries a request that hit a serialization failure: the service is then called again.
 
-The choice (README "Fault behaviour"): compute.method is a pure function, so calling it twice
+The choice (tests/faults/README.rst): compute.method is a pure function, so calling it twice
 gives the same sum; the retried request writes that sum once and the record ends consistent.
 Only the notify log shows the operation twice. No idempotency key is needed for a sum; a
 service with side effects would need one.
