@@ -128,6 +128,11 @@ def find_odoo_src():
     return src, None
 
 
+def pg_settings():
+    """PostgreSQL as the Odoo server of these tests reaches it (tools/harness, from PG*)."""
+    return harness.odoo_server.pg_settings()
+
+
 class OdooStartup:
     """Creating the database (~30-60 s) and starting Odoo need neither the broker nor the
     services: they run in a thread from collection on, while the broker node starts."""
