@@ -113,10 +113,13 @@ def write_odoo_conf(path, http_port=None, extra=()):
 
 
 def odoo_env(odoo_src, env=None):
-    """Our environment with the Odoo tree first on PYTHONPATH, plus ``env`` (None: removed)."""
+    """Our environment with the Odoo tree first on PYTHONPATH and the venv's ``bin`` first on
+    PATH, plus ``env`` (None: removed). PATH matters on a reload: Odoo re-executes itself with
+    ``python`` as ``argv[0]``, and Python finds its venv from the ``python`` on PATH."""
     merged = dict(os.environ)
     merged["PYTHONPATH"] = odoo_src + (":" + merged["PYTHONPATH"]
                                        if merged.get("PYTHONPATH") else "")
+    merged["PATH"] = os.path.dirname(venv_bin("python")) + os.pathsep + merged.get("PATH", "")
     for key, value in (env or {}).items():
         if value is None:
             merged.pop(key, None)
