@@ -27,7 +27,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, REPO)
 
 from tools.harness import broker as harness_broker  # noqa: E402
-from tools.harness import odoo_server  # noqa: E402
+from tools.harness import odoo_server, postgres  # noqa: E402, F401 - the tests use postgres
 from tools.harness.common import RUN_DIR as HARNESS_RUN_DIR  # noqa: E402
 from tools.harness.common import free_port, port_open, wait_until  # noqa: E402, F401
 from tools.harness.nameko_run import NamekoRun  # noqa: E402

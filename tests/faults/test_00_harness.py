@@ -9,6 +9,7 @@
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -113,6 +114,9 @@ def make_run(broker, tmp_path_factory):
         yield run
     finally:
         run.kill()
+        # the private cluster's data: outside run_dir when we are root (see PostgresCluster)
+        cluster = harness.postgres.PostgresCluster(run.pg_port, run_dir=run.run_dir)
+        shutil.rmtree(cluster.data, ignore_errors=True)
 
 
 def test_make_run_odoo_comes_back_after_a_reload(make_run):

@@ -59,14 +59,14 @@ class PostgresCluster:
     """A private PostgreSQL cluster in ``.run/<name>``, run as the ``postgres`` system user when
     we are root (PostgreSQL refuses to run as root)."""
 
-    def __init__(self, port=DEFAULT_PG_PORT, data=None, name="pg"):
+    def __init__(self, port=DEFAULT_PG_PORT, data=None, name="pg", run_dir=RUN_DIR):
         self.port = int(port)
-        self.data = data or os.path.join(RUN_DIR, name)
+        self.data = data or os.path.join(run_dir, name)
         if is_root() and not data:
             # The server runs as the postgres user, who may not reach into the checkout (a clone
             # under `mktemp -d` is mode 0700): keep the cluster in the system's temporary folder,
             # one per run folder.
-            digest = hashlib.sha1(RUN_DIR.encode()).hexdigest()[:10]
+            digest = hashlib.sha1(run_dir.encode()).hexdigest()[:10]
             suffix = "" if name == "pg" else "-" + name
             self.data = os.path.join(tempfile.gettempdir(),
                                      "compute_bridge-pg-%s%s" % (digest, suffix))
