@@ -36,8 +36,9 @@ test-odoo: venv
 lint: venv
 	tools/test.sh lint
 
+## BENCH_ARGS=--quick: small sizes, to try it out (see tools/bench.sh).
 bench: venv
-	tools/bench.sh
+	tools/bench.sh $(BENCH_ARGS)
 
 ## compute_bridge/README.rst and static/description/index.html from compute_bridge/readme/*.md.
 readme: venv

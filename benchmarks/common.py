@@ -1,22 +1,16 @@
-"""Helpers shared by the benchmark phases: statistics, the broker's management API, processes.
+"""Helpers shared by the benchmark phases: statistics, the broker's management API, /proc.
 
 Standard library plus nameko only. Nothing here imports Odoo or eventlet-patches anything: the
 in-process phases must measure the client the way Odoo runs it (plain threads, no monkey-patching).
 """
 
-import base64
-import json
 import os
-import signal
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
+from tools.harness.broker import api_request
 
 # ---------------------------------------------------------------------------------------------
 # statistics
@@ -105,20 +99,10 @@ def interleaved(variants, rounds, per_round):
 
 class RabbitAdmin:
     def __init__(self, api_uri):
-        parts = urllib.parse.urlsplit(api_uri)
-        self.base = "%s://%s:%s" % (parts.scheme or "http", parts.hostname or "localhost",
-                                    parts.port or 15672)
-        credentials = "%s:%s" % (parts.username or "guest", parts.password or "guest")
-        self.auth = "Basic " + base64.b64encode(credentials.encode()).decode()
+        self.api_uri = api_uri
 
     def request(self, method, path, body=None):
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base + path, data=data, method=method)
-        req.add_header("Authorization", self.auth)
-        req.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(req, timeout=30) as response:
-            payload = response.read()
-        return json.loads(payload) if payload else None
+        return api_request(self.api_uri, path[len("/api/"):], method, body, timeout=30)
 
     def create_vhost(self, vhost, user="guest"):
         quoted = urllib.parse.quote(vhost, safe="")
@@ -185,28 +169,6 @@ def children_rss_kib(pid):
         except OSError:
             pass
     return total
-
-
-def stop_process(proc, timeout=15.0):
-    """SIGTERM, then SIGKILL; process group included.
-
-    SIGTERM, not SIGINT: both `nameko run` and Odoo shut down cleanly on it, whereas a process
-    started in the background by a non-interactive shell inherits SIGINT as *ignored*.
-    """
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except OSError:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except OSError:
-            proc.kill()
-        proc.wait(5)
 
 
 def log(message, *args):

@@ -37,7 +37,6 @@ import xmlrpc.client
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import (  # noqa: E402
-    REPO,
     RabbitAdmin,
     Report,
     children_rss_kib,
@@ -45,15 +44,16 @@ from benchmarks.common import (  # noqa: E402
     interleaved,
     listening_pid,
     log,
-    stop_process,
     tcp_connections_to,
     vhost_uri,
 )
+from tools.harness.common import REPO, wait_until  # noqa: E402
+from tools.harness.nameko_run import NamekoRun  # noqa: E402
+from tools.harness.odoo_server import OdooServer, write_odoo_conf  # noqa: E402
 
 # nameko 2.14 imports eventlet, which warns about its own deprecation on import: noise here.
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
-VENV_BIN = os.path.dirname(os.path.abspath(sys.executable))
 RUN_DIR = os.environ.get("COMPUTE_BRIDGE_RUN_DIR") or os.path.join(REPO, ".run")
 BENCH_DIR = os.path.join(RUN_DIR, "bench")
 RESULTS = os.path.join(REPO, "benchmarks", "results", "latest.txt")
@@ -81,6 +81,7 @@ ODOO_PORT = int(os.environ.get("BENCH_ODOO_PORT", "8269"))
 # Where `nameko run services` is run from: the repository (default) or another checkout.
 SERVICES_ROOT = os.environ.get("BENCH_SERVICES_ROOT", REPO)
 SERVICES_WEB_PORT = int(os.environ.get("BENCH_SERVICES_WEB_PORT", "18100"))
+START_TIMEOUT = 120  # seconds for a `nameko run` to consume
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,152 +94,78 @@ class Services:
     def __init__(self, amqp_uri, admin):
         self.amqp_uri = amqp_uri
         self.admin = admin
-        self.procs = []
+        self.runs = []
 
-    def command(self):
+    @property
+    def procs(self):
+        return [run.proc for run in self.runs]
+
+    def args(self):
         config = os.path.join(SERVICES_ROOT, "services", "config.yaml")
-        if os.path.exists(config):
-            return [os.path.join(VENV_BIN, "nameko"), "run", "--config", config, "services"]
-        return [os.path.join(VENV_BIN, "nameko"), "run", "--broker", self.amqp_uri, "services"]
+        return ["--config", config] if os.path.exists(config) else ["--broker", self.amqp_uri]
 
     def start(self, count):
-        if not self.procs and self.admin.consumers(VHOST, "rpc-compute"):
+        if not self.runs and self.admin.consumers(VHOST, "rpc-compute"):
             raise SystemExit("something else already consumes rpc-compute in vhost %r: stop it "
                              "(or set BENCH_VHOST) so that it does not take our calls" % VHOST)
-        while len(self.procs) < count:
-            index = len(self.procs)
-            env = dict(os.environ, AMQP_URI=self.amqp_uri,
-                       WEB_SERVER_ADDRESS="127.0.0.1:%d" % (SERVICES_WEB_PORT + index),
-                       HEARTBEAT_URL="")
-            logfile = open(os.path.join(BENCH_DIR, "services-%d.log" % index), "ab")
-            proc = subprocess.Popen(self.command(), cwd=SERVICES_ROOT, env=env, stdout=logfile,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
-            self.procs.append(proc)
-            self._wait_consumers(index + 1, proc)
+        while len(self.runs) < count:
+            index = len(self.runs)
+            run = NamekoRun(self.args(), cwd=SERVICES_ROOT, extra_env={
+                "AMQP_URI": self.amqp_uri, "HEARTBEAT_URL": "",
+                "WEB_SERVER_ADDRESS": "127.0.0.1:%d" % (SERVICES_WEB_PORT + index)},
+                output=os.path.join(BENCH_DIR, "services-%d.log" % index)).start()
+            self.runs.append(run)
+            try:
+                wait_until(lambda run=run, index=index: not run.alive or self.admin.consumers(
+                    VHOST, "rpc-compute") > index, START_TIMEOUT,
+                    what="services consuming rpc-compute")
+            except TimeoutError as error:
+                raise SystemExit(str(error)) from None
+            if not run.alive:
+                raise SystemExit("nameko run exited with %s; see %s"
+                                 % (run.proc.returncode, run.output))
         log("%d services instance(s) consuming rpc-compute", count)
 
-    def _wait_consumers(self, count, proc, timeout=120):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise SystemExit("nameko run exited with %s; see %s/services-*.log"
-                                 % (proc.returncode, BENCH_DIR))
-            if self.admin.consumers(VHOST, "rpc-compute") >= count:
-                return
-            time.sleep(0.3)
-        raise SystemExit("services did not start consuming within %ss" % timeout)
-
     def stop_extra(self, keep):
-        while len(self.procs) > keep:
-            stop_process(self.procs.pop())
+        while len(self.runs) > keep:
+            self.runs.pop().stop()
 
     def stop(self):
         self.stop_extra(0)
 
 
-class OdooServer:
-    """An Odoo HTTP server (threaded, workers=0) on the benchmark database."""
+class BenchOdoo(OdooServer):
+    """An Odoo HTTP server (threaded, workers=0) on the benchmark database, with
+    compute_bridge_bench on its addons path."""
 
     def __init__(self, odoo_src, amqp_uri):
-        self.odoo_src = odoo_src
+        conf = os.path.join(BENCH_DIR, "odoo-bench.conf")
+        data_dir = os.path.join(BENCH_DIR, "odoo-data")
+        write_odoo_conf(conf, ODOO_PORT, [
+            "addons_path=%s,%s" % (REPO, os.path.join(REPO, "benchmarks", "addons")),
+            "data_dir=" + data_dir,
+            # db_name alone restricts the server to this database. Adding a dbfilter would make
+            # every session-less request (XML-RPC) list the databases on PostgreSQL
+            # (Request._get_session_and_dbname -> db_list(force=True)): +1 query per call.
+            "db_name=" + DB, "gevent_port=%d" % (ODOO_PORT + 3), "workers=0",
+            "max_cron_threads=0"])
+        super().__init__(odoo_src, conf, DB, ODOO_PORT,
+                         output=os.path.join(BENCH_DIR, "odoo-server.log"),
+                         env={"COMPUTE_BRIDGE_BROKER_URL": amqp_uri}, data_dir=data_dir)
         self.amqp_uri = amqp_uri
-        self.proc = None
-        self.conf = os.path.join(BENCH_DIR, "odoo-bench.conf")
-        self.url = "http://127.0.0.1:%d" % ODOO_PORT
-
-    def env(self):
-        env = dict(os.environ)
-        env["PYTHONPATH"] = self.odoo_src + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH")
-                                             else "")
-        env["COMPUTE_BRIDGE_BROKER_URL"] = self.amqp_uri
-        return env
-
-    def write_conf(self):
-        addons = "%s,%s" % (REPO, os.path.join(REPO, "benchmarks", "addons"))
-        with open(self.conf, "w") as handle:
-            handle.write("\n".join([
-                "[options]",
-                "addons_path = " + addons,
-                "data_dir = " + os.path.join(BENCH_DIR, "odoo-data"),
-                "db_host = " + os.environ.get("PGHOST", "127.0.0.1"),
-                "db_port = " + os.environ.get("PGPORT", "5439"),
-                "db_user = " + os.environ.get("PGUSER", "odoo"),
-                "db_password = " + (os.environ.get("PGPASSWORD") or "False"),
-                # db_name alone restricts the server to this database. Adding a dbfilter would
-                # make every session-less request (XML-RPC) list the databases on PostgreSQL
-                # (Request._get_session_and_dbname -> db_list(force=True)): +1 query per call.
-                "db_name = " + DB,
-                "list_db = False",
-                "http_interface = 127.0.0.1",
-                "http_port = %d" % ODOO_PORT,
-                "gevent_port = %d" % (ODOO_PORT + 3),
-                "workers = 0",
-                "max_cron_threads = 0",
-                "without_demo = all",
-                "log_level = warn",
-                "",
-            ]))
-
-    def odoo(self, *args, **kwargs):
-        return [sys.executable, "-m", "odoo", "-c", self.conf, *args]
-
-    def db_exists(self):
-        import psycopg2
-
-        connection = psycopg2.connect(
-            host=os.environ.get("PGHOST", "127.0.0.1"), port=os.environ.get("PGPORT", "5439"),
-            user=os.environ.get("PGUSER", "odoo"), password=os.environ.get("PGPASSWORD"),
-            dbname="postgres")
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB,))
-                return cursor.fetchone() is not None
-        finally:
-            connection.close()
 
     def prepare(self, fresh=False):
         """Create the benchmark database (or update its modules), in a process of its own, so
         the server measured later starts clean."""
-        self.write_conf()
-        if fresh and self.db_exists():
-            subprocess.run(["dropdb", "-h", os.environ.get("PGHOST", "127.0.0.1"), "-p",
-                            os.environ.get("PGPORT", "5439"), "-U",
-                            os.environ.get("PGUSER", "odoo"), DB], check=False)
+        if fresh:
+            self.drop_db()
+        init_log = os.path.join(BENCH_DIR, "odoo-init.log")
         if self.db_exists():
             log("updating compute_bridge and compute_bridge_bench in database %s", DB)
-            args = ["-u", "compute_bridge,compute_bridge_bench"]
+            self.run("-u", "compute_bridge,compute_bridge_bench", output=init_log)
         else:
             log("creating database %s with compute_bridge_bench (a minute or two)", DB)
-            args = ["-i", "compute_bridge_bench"]
-        with open(os.path.join(BENCH_DIR, "odoo-init.log"), "ab") as logfile:
-            done = subprocess.run(self.odoo("-d", DB, *args, "--stop-after-init"), env=self.env(),
-                                  cwd=REPO, stdout=logfile, stderr=subprocess.STDOUT)
-        if done.returncode != 0:
-            raise SystemExit("Odoo could not install/update the addons; see %s/odoo-init.log"
-                             % BENCH_DIR)
-
-    def start(self, timeout=180):
-        logfile = open(os.path.join(BENCH_DIR, "odoo-server.log"), "ab")
-        self.proc = subprocess.Popen(self.odoo("-d", DB), env=self.env(), cwd=REPO,
-                                     stdout=logfile, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit("Odoo exited with %s; see %s/odoo-server.log"
-                                 % (self.proc.returncode, BENCH_DIR))
-            try:
-                xmlrpc.client.ServerProxy(self.url + "/xmlrpc/2/common").version()
-                log("Odoo answers at %s (pid %d)", self.url, self.proc.pid)
-                return
-            except OSError:
-                time.sleep(0.5)
-        raise SystemExit("Odoo did not answer within %ss" % timeout)
-
-    def stop(self):
-        stop_process(self.proc, timeout=20)
-        self.proc = None
+            self.run("-i", "compute_bridge_bench", output=init_log)
 
 
 class OdooClient:
@@ -644,7 +571,7 @@ def odoo_phases(report, args, sizes, results, amqp_uri, admin, raw, running):
         report.line("")
         report.line("!!! compute_bridge addon not found: phases 2, 3 and 5 skipped")
         return
-    odoo = running["odoo"] = OdooServer(odoo_src, amqp_uri)
+    odoo = running["odoo"] = BenchOdoo(odoo_src, amqp_uri)
     odoo.prepare(fresh=args.fresh_db)
     odoo.start()
     client = OdooClient(odoo.url)

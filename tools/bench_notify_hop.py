@@ -9,72 +9,41 @@ scratch vhost is created through the management API and deleted at the end.
 """
 
 import argparse
-import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import time
 import urllib.parse
-import urllib.request
 import uuid
 
-from nameko.exceptions import UnknownService
 from nameko.standalone.events import event_dispatcher
 from nameko.standalone.rpc import ClusterRpcProxy
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NAMEKO = os.path.join(os.path.dirname(sys.executable), "nameko")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tools.harness.broker import api_request  # noqa: E402
+from tools.harness.nameko_run import NamekoRun, wait_compute  # noqa: E402
+
 IN_FLIGHT = 50  # concurrent calls kept outstanding in the throughput phase
 START_TIMEOUT = 60
 
 
-def management(api, method, path, body=None):
-    parts = urllib.parse.urlsplit(api)
-    url = "%s://%s:%s/api/%s" % (parts.scheme, parts.hostname, parts.port, path)
-    request = urllib.request.Request(url, method=method,
-                                     data=json.dumps(body).encode() if body else None,
-                                     headers={"content-type": "application/json"})
-    manager = urllib.request.HTTPPasswordMgrWithDefaultRealm()
-    manager.add_password(None, url, parts.username, parts.password)
-    opener = urllib.request.build_opener(urllib.request.HTTPBasicAuthHandler(manager))
-    opener.open(request, timeout=10).read()
-
-
-def start_services(amqp_uri, count, module="services", cwd=REPO, **env):
-    environment = dict(os.environ, **{k: str(v) for k, v in env.items()})
-    processes = [
-        subprocess.Popen([NAMEKO, "run", "--broker", amqp_uri, module], cwd=cwd,
-                         env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(count)
-    ]
+def start_services(amqp_uri, count, **env):
+    """``count`` `nameko run` instances (tools/harness), once compute answers and every instance
+    had time to bring its consumers up."""
+    runs = [NamekoRun(["--broker", amqp_uri], extra_env=env, output=os.devnull).start()
+            for _ in range(count)]
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=START_TIMEOUT) as rpc:
-                    rpc.compute.method(1, 2)
-                break
-            except UnknownService:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        wait_compute(amqp_uri, START_TIMEOUT, runs[0])
         time.sleep(3 if count > 1 else 1)  # let every instance's consumers come up
     except BaseException:
-        stop_services(processes)
+        stop_services(runs)
         raise
-    return processes
+    return runs
 
 
-def stop_services(processes):
-    for process in processes:
-        process.send_signal(signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+def stop_services(runs):
+    for run in runs:
+        run.stop()
 
 
 def latency(amqp_uri, calls):
@@ -137,10 +106,10 @@ def main():
     args = parser.parse_args()
 
     vhost = "bench_%s" % uuid.uuid4().hex[:8]
-    management(args.api, "PUT", "vhosts/%s" % vhost)
+    api_request(args.api, "vhosts/%s" % vhost, "PUT")
     user = urllib.parse.urlsplit(args.broker).username
-    management(args.api, "PUT", "permissions/%s/%s" % (vhost, user),
-               {"configure": ".*", "write": ".*", "read": ".*"})
+    api_request(args.api, "permissions/%s/%s" % (vhost, user), "PUT",
+                {"configure": ".*", "write": ".*", "read": ".*"})
     amqp_uri = "%s/%s" % (args.broker.rstrip("/"), vhost)
     try:
         for notify_via in ("event", "rpc"):
@@ -164,7 +133,7 @@ def main():
         finally:
             stop_services(processes)
     finally:
-        management(args.api, "DELETE", "vhosts/%s" % vhost)
+        api_request(args.api, "vhosts/%s" % vhost, "DELETE")
 
 
 if __name__ == "__main__":

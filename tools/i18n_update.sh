@@ -35,48 +35,16 @@ fi
 ODOO_SRC=${ODOO_SRC:-$(python3 tools/stack.py odoo-src 2>/dev/null || true)}
 ODOO_SRC=${ODOO_SRC:-${XDG_CACHE_HOME:-$HOME/.cache}/compute_bridge/odoo-18.0}
 [ -d "$ODOO_SRC/odoo" ] || { echo "i18n: no Odoo 18.0 source at $ODOO_SRC" >&2; exit 2; }
-export PYTHONPATH=$ODOO_SRC${PYTHONPATH:+:$PYTHONPATH}
+export ODOO_SRC PYTHONPATH=$ODOO_SRC${PYTHONPATH:+:$PYTHONPATH}
 
 mkdir -p "$RUN_DIR" "$I18N_DIR"
 CONF=$RUN_DIR/odoo-i18n.conf
 python3 tools/stack.py odoo-conf "$CONF" --set list_db=True
-export CONF
-odoo() { "$PY" -m odoo -c "$CONF" "$@"; }
-
-# "installed", "absent" (no database) or the module's state in an existing database.
-module_state() { "$PY" - "$DB" "$MODULE" <<'PYEOF'
-import os, sys
-import odoo
-from odoo.tools import config
-config.parse_config(["-c", os.environ["CONF"]])
-from odoo.service import db
-if sys.argv[1] not in db.list_dbs(True):
-    print("absent")
-    sys.exit(0)
-import psycopg2
-conn = psycopg2.connect(dbname=sys.argv[1], host=config["db_host"], port=config["db_port"],
-                        user=config["db_user"], password=config["db_password"] or None)
-with conn, conn.cursor() as cr:
-    cr.execute("SELECT to_regclass('ir_module_module')")
-    if cr.fetchone()[0] is None:
-        print("empty")
-    else:
-        cr.execute("SELECT state FROM ir_module_module WHERE name = %s", [sys.argv[2]])
-        row = cr.fetchone()
-        print(row[0] if row else "unknown")
-conn.close()
-PYEOF
-}
-drop_db() { "$PY" - "$DB" <<'PYEOF'
-import os, sys
-import odoo
-from odoo.tools import config
-config.parse_config(["-c", os.environ["CONF"]])
-from odoo.service import db
-if sys.argv[1] in db.list_dbs(True):
-    db.exp_drop(sys.argv[1])
-PYEOF
-}
+odoo() { "$PY" "$(python3 tools/stack.py odoo-launcher)" -c "$CONF" "$@"; }
+odoo_db() { "$PY" tools/odoo_db.py -c "$CONF" "$@"; }
+drop_db() { odoo_db drop "$DB"; }
+# "installed", "absent" (no database), "empty" or the module's state in an existing database.
+module_state() { odoo_db module-state "$DB" "$MODULE"; }
 
 [ "$FRESH" = 1 ] && drop_db
 state=$(module_state)
@@ -107,27 +75,8 @@ shopt -s nullglob
 for po in "$I18N_DIR"/*.po; do
     echo "==> i18n: merging $POT into $po"
     msgmerge --quiet --update --backup=none --no-fuzzy-matching "$po" "$POT"
-    # Drop the strings gone from the code (msgmerge keeps them as #~ obsolete entries), write
-    # the file as Odoo and OCA's po-pretty-format do (polib: sorted by msgid, wrapped at 78),
-    # and list what is left to translate.
-    "$PY" - "$po" <<'PYEOF' || status=1
-import sys
-import polib
-path = sys.argv[1]
-po = polib.pofile(path)
-for entry in po.obsolete_entries():
-    po.remove(entry)
-po.sort(key=lambda entry: entry.msgid)
-po.save(path)
-untranslated = [e.msgid for e in po if not e.msgstr]
-fuzzy = [e.msgid for e in po if e.fuzzy]
-print("    %s: %d entries, %d untranslated, %d fuzzy" % (path, len(po), len(untranslated), len(fuzzy)))
-for msgid in untranslated:
-    print("      untranslated: %r" % msgid)
-for msgid in fuzzy:
-    print("      fuzzy: %r" % msgid)
-sys.exit(1 if untranslated or fuzzy else 0)
-PYEOF
+    # obsolete entries dropped, sorted as Odoo writes it, what is left to translate listed
+    "$PY" tools/po_tidy.py "$po" || status=1
     msgfmt -c -o /dev/null "$po"
 done
 exit $status

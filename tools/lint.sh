@@ -46,8 +46,10 @@ else
     FAILED+=("addon missing")
 fi
 
-mapfile -t plain < <(ls -d services tools/*.py benchmarks/*.py 2>/dev/null)
-step "pylint -E (services, tools)" "$BIN/pylint" -E --score=n "${plain[@]}"
+mapfile -t plain < <(ls -d services tools/*.py tools/harness tools/pytest_plugins/*.py \
+    benchmarks/*.py 2>/dev/null)
+# odoo is not installed in the venv (its source goes on PYTHONPATH when a script runs)
+step "pylint -E (services, tools)" "$BIN/pylint" -E --score=n --ignored-modules=odoo "${plain[@]}"
 
 if [ -f "$ADDON/__manifest__.py" ]; then
     printf -- '--- %s\n' "pylint-odoo (optional checks, not blocking)"

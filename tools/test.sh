@@ -3,7 +3,7 @@
 #
 #   tools/test.sh all | services | odoo | faults | lint   (several may be given)
 #
-# What is not reachable is started here (tools/stack.py) and stopped on exit. The Nameko layers
+# What is not reachable is started here (tools/harness) and stopped on exit. The Nameko layers
 # and the Odoo layers run as separate pytest processes: nameko's tests need eventlet
 # monkey-patching, which Odoo must never get, and pytest-odoo imports odoo as soon as it loads.
 set -uo pipefail
@@ -22,38 +22,20 @@ if [ "${layers[*]}" = all ]; then layers=(lint services odoo faults); fi
 
 declare -a SUMMARY=()
 FAILED=0
-SERVICES_PID=""
 
 note() { printf '\n==> %s\n' "$*"; }
 
+# The cleanup must finish even when signalled again (make forwards SIGTERM to its child).
 cleanup() {
-    stop_services
+    trap '' INT TERM HUP
     python3 tools/stack.py down
 }
 
 # ---------------------------------------------------------------------------------------------
 start_stack() {
-    python3 tools/stack.py up "$@" || { echo "could not bring up: $*" >&2; exit 1; }
+    python3 tools/stack.py up "$@" || exit 1
     # shellcheck disable=SC1091
     source "$RUN_DIR/stack.env"
-}
-
-start_services() {
-    # The blog post's command, from the repository root, against our broker.
-    note "starting the Nameko services (nameko run services)"
-    (cd "$REPO" && exec "$VENV/bin/nameko" run --broker "$AMQP_URI" services) \
-        > "$RUN_DIR/services.log" 2>&1 &
-    SERVICES_PID=$!
-    "$PY" tools/wait_services.py "$AMQP_URI" || { tail -50 "$RUN_DIR/services.log"; exit 1; }
-}
-
-stop_services() {
-    if [ -n "$SERVICES_PID" ]; then
-        kill -TERM "$SERVICES_PID" 2>/dev/null  # background jobs ignore SIGINT
-        for _ in $(seq 100); do kill -0 "$SERVICES_PID" 2>/dev/null || break; sleep 0.2; done
-        kill -9 "$SERVICES_PID" 2>/dev/null
-        SERVICES_PID=""
-    fi
 }
 
 record() {  # record <layer> <exit code> <pytest log>
@@ -107,8 +89,8 @@ layer_odoo() {
     # registry lock, and HttpCase then waits for those requests forever. Real services beating
     # into a real Odoo server are tested in the faults layer (test_heartbeats_demand_the_secret).
     unset HEARTBEAT_URL
-    start_services
-    tools/odoo_test.sh
+    # The blog post's `nameko run --broker $AMQP_URI services` runs while the Odoo tests do.
+    "$PY" -m tools.harness with-services tools/odoo_test.sh
     local rc=$?
     for log in "$RUN_DIR"/pytest-odoo*.log; do
         [ -f "$log" ] && record "odoo ($(basename "$log" .log))" 0 "$log"
@@ -117,7 +99,6 @@ layer_odoo() {
         [ -s "$RUN_DIR/$extra" ] && SUMMARY+=("odoo: $(tail -1 "$RUN_DIR/$extra")")
     done
     [ "$rc" -ne 0 ] && { SUMMARY+=("odoo: FAILED (exit $rc)"); FAILED=1; }
-    stop_services
 }
 
 layer_faults() {

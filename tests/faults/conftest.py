@@ -120,7 +120,7 @@ def one_service(broker_up, fleet):
 # ---------------------------------------------------------------------------------------------
 def find_odoo_src():
     """(source folder, None) or (None, why the Odoo tests cannot run)."""
-    src = os.environ.get("ODOO_SRC") or harness.stack.find_odoo_src(download=False)
+    src = harness.odoo_server.find_odoo_src(download=False)
     if not src:
         return None, "no Odoo 18.0 source ($ODOO_SRC or ~/.cache/compute_bridge/odoo-18.0)"
     if not os.path.exists(os.path.join(harness.REPO, "compute_bridge", "__manifest__.py")):
@@ -129,12 +129,8 @@ def find_odoo_src():
 
 
 def pg_settings():
-    return {
-        "host": os.environ.get("PGHOST", "127.0.0.1"),
-        "port": os.environ.get("PGPORT", "5439"),
-        "user": os.environ.get("PGUSER", "odoo"),
-        "password": os.environ.get("PGPASSWORD") or None,
-    }
+    """PostgreSQL as the Odoo server of these tests reaches it (tools/harness, from PG*)."""
+    return harness.odoo_server.pg_settings()
 
 
 class OdooStartup:
@@ -143,7 +139,7 @@ class OdooStartup:
 
     def __init__(self, src):
         os.makedirs(harness.RUN_DIR, exist_ok=True)
-        self.server = harness.OdooServer(src, pg_settings(), DB, harness.RUN_DIR,
+        self.server = harness.OdooServer(src, DB, harness.RUN_DIR,
                                          workers=int(os.environ.get("FAULTS_ODOO_WORKERS", 4)))
         self.server.heartbeat_secret = "hb-" + harness.secrets.token_hex(12)
         self.server.env["COMPUTE_BRIDGE_HEARTBEAT_SECRET"] = self.server.heartbeat_secret

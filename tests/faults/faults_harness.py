@@ -1,13 +1,13 @@
 """The real parts the fault tests break on purpose, and the clients they talk to them with.
 
-- :class:`FaultBroker`: a private RabbitMQ node (``tools/stack.py``'s ``RabbitNode``) on its own
+- :class:`FaultBroker`: a private RabbitMQ node (tools/harness's ``RabbitNode``) on its own
   ports, with a user whose password is a secret we then look for in every log and message;
 - :class:`ServiceFleet`: ``nameko run --broker <uri> services`` processes, started and killed;
-- :class:`OdooServer`: ``python -m odoo`` serving one database over HTTP, with a log file;
+- :class:`OdooServer`: tools/harness's Odoo server on one database, with a log file;
 - :class:`XmlRpc` / :class:`JsonRpc`: one user's calls over ``/xmlrpc/2/object`` and ``/jsonrpc``.
 
 Every wait here is bounded; every process is started in its own session and stopped by its
-process group at the end.
+process group at the end (tools/harness/process.py).
 """
 
 import contextlib
@@ -16,23 +16,25 @@ import os
 import secrets
 import shutil
 import signal
-import socket
-import subprocess
+import socket  # noqa: F401 - the tests reach it as harness.socket
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import xmlrpc.client
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-import stack  # noqa: E402  (tools/stack.py: RabbitNode, find_odoo_src)
+sys.path.insert(0, REPO)
 
-VENV = os.environ.get("VENV") or os.path.join(REPO, ".venv")
-PY = os.path.join(VENV, "bin", "python")
-NAMEKO = os.path.join(VENV, "bin", "nameko")
-RUN_DIR = os.path.join(stack.RUN_DIR, "faults")
+from tools.harness import broker as harness_broker  # noqa: E402
+from tools.harness import odoo_server, postgres  # noqa: E402, F401 - the tests use postgres
+from tools.harness.common import RUN_DIR as HARNESS_RUN_DIR  # noqa: E402
+from tools.harness.common import free_port, port_open, wait_until  # noqa: E402, F401
+from tools.harness.nameko_run import NamekoRun  # noqa: E402
+
+PY = odoo_server.venv_bin("python")
+RUN_DIR = os.path.join(HARNESS_RUN_DIR, "faults")
+SERVICE_STOP_GRACE = 10  # seconds
 
 MEASURED = {}  # what the tests observed (times, messages): printed at the end of the run
 
@@ -46,47 +48,12 @@ EMPTY_VHOST = "cb-faults-empty"  # a vhost where no service ever ran
 BROKER_USER = "cb_faults"
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(predicate, timeout, interval=0.2, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except Exception as error:  # noqa: BLE001 - "not yet", whatever the reason
-            last = error
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise TimeoutError("%s not reached within %ss (last: %r)" % (what, timeout, last))
-
-
-def stop_process(proc, sig=signal.SIGINT, grace=15):
-    """Stop a process started with start_new_session=True, and its children (Odoo's workers)."""
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-
-
 # ---------------------------------------------------------------------------------------------
 class FaultBroker:
     """A RabbitMQ node of our own, which tests may stop, restart and wipe."""
 
     def __init__(self, amqp_port, api_port):
-        self.node = stack.RabbitNode("faults", amqp_port=amqp_port, api_port=api_port)
+        self.node = harness_broker.RabbitNode("faults", amqp_port=amqp_port, api_port=api_port)
         # URL-special characters on purpose: the password must survive quoting, and masking.
         self.password = "Pw%s@/:" % secrets.token_hex(8)
         self.password_token = self.password[:18]  # what we grep for (quoted or not)
@@ -104,14 +71,13 @@ class FaultBroker:
 
     def stop(self):
         self.node.stop(kill_epmd=False)
-        wait_until(lambda: not stack.port_open(self.node.host, self.node.amqp_port), 30,
+        wait_until(lambda: not port_open(self.node.host, self.node.amqp_port), 30,
                    what="broker port closed")
 
     def crash(self):
         """SIGKILL the node's Erlang VM: connections drop without a close frame."""
-        with open(os.path.join(self.node.base, "pid")) as handle:
-            os.kill(int(handle.read().strip()), signal.SIGKILL)
-        wait_until(lambda: not stack.port_open(self.node.host, self.node.amqp_port), 30,
+        os.kill(self.node.pid(), signal.SIGKILL)
+        wait_until(lambda: not port_open(self.node.host, self.node.amqp_port), 30,
                    what="broker port closed")
 
     def restart_node(self):
@@ -127,8 +93,7 @@ class FaultBroker:
             self.crash()
         if self.node.running():
             self.node.stop(kill_epmd=False)
-        subprocess.run(["epmd", "-port", str(self.node.epmd_port), "-kill"], env=self.node.env(),
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        self.node.kill_epmd()
 
     # -- addresses
     def uri(self, vhost="/"):
@@ -143,11 +108,7 @@ class FaultBroker:
 
     # -- management API (guest works from localhost)
     def api(self, path):
-        request = urllib.request.Request("http://%s:%d/api/%s" % (self.node.host,
-                                                                  self.node.api_port, path))
-        request.add_header("Authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return json.loads(response.read())
+        return harness_broker.api_request(self.node.api_uri, path, timeout=5)
 
     def queue(self, name=COMPUTE_QUEUE, vhost="/"):
         try:
@@ -174,15 +135,13 @@ class FaultBroker:
 
 
 # ---------------------------------------------------------------------------------------------
-class ServiceProcess:
-    def __init__(self, proc, log_path, label):
-        self.proc = proc
-        self.log_path = log_path
-        self.label = label
+class ServiceProcess(NamekoRun):
+    """One ``nameko run`` of the fleet: one consumer of rpc-compute."""
 
-    @property
-    def alive(self):
-        return self.proc.poll() is None
+    def __init__(self, label, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.label = label
+        self.log_path = self.output
 
     def local_ports(self):
         import psutil
@@ -198,10 +157,6 @@ class ServiceProcess:
 
     def consuming(self, broker):
         return bool(self.local_ports() & set(broker.consumer_ports()))
-
-    def log(self):
-        with open(self.log_path, errors="replace") as handle:
-            return handle.read()
 
 
 class ServiceFleet:
@@ -228,19 +183,11 @@ class ServiceFleet:
     def start(self, module="services", wait=True, extra_env=None):
         self._count += 1
         label = "services-%d" % self._count
-        log_path = os.path.join(self.log_dir, label + ".log")
         env = dict(os.environ)
         env.pop("PYTHONPATH", None)  # no Odoo on the services' path
-        env.update(self.env)
-        env.update(extra_env or {})
-        handle = open(log_path, "wb")  # noqa: SIM115 - closed with the process's life
-        proc = subprocess.Popen(
-            [NAMEKO, "run", "--broker", self.broker.uri(), module],
-            cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-        handle.close()
-        service = ServiceProcess(proc, log_path, label)
+        service = ServiceProcess(label, ["--broker", self.broker.uri()], module, env=env,
+                                 extra_env={**self.env, **(extra_env or {})},
+                                 output=os.path.join(self.log_dir, label + ".log")).start()
         self.processes.append(service)
         if wait:
             try:
@@ -259,7 +206,7 @@ class ServiceFleet:
         service.proc.wait(15)
 
     def stop(self, service):
-        stop_process(service.proc, signal.SIGINT, grace=10)
+        service.stop(SERVICE_STOP_GRACE)
 
     def stop_all(self):
         for service in self.running:
@@ -391,88 +338,37 @@ class JsonRpc:
 
 
 # ---------------------------------------------------------------------------------------------
-class OdooServer:
-    """``python -m odoo`` on one database, prefork or threaded, with its own log file."""
+class OdooServer(odoo_server.OdooServer):
+    """Odoo on one database, prefork (``workers``) or threaded, with its own log file."""
 
-    def __init__(self, odoo_src, pg, db, run_dir, workers=4):
-        self.odoo_src = odoo_src
-        self.pg = pg
-        self.db = db
-        self.run_dir = run_dir
+    def __init__(self, odoo_src, db, run_dir, workers=4):
         self.workers = workers
-        self.port = free_port()
-        self.url = "http://127.0.0.1:%d" % self.port
         self.log_path = os.path.join(run_dir, "odoo-server.log")
         self.init_log_path = os.path.join(run_dir, "odoo-init.log")
-        self.conf = os.path.join(run_dir, "odoo-faults.conf")
-        self.env = {}
-        self.proc = None
-
-    def write_conf(self):
-        with open(self.conf, "w") as handle:
-            handle.write(
-                "[options]\n"
-                "addons_path = %(repo)s\n"
-                "data_dir = %(data)s\n"
-                "db_host = %(host)s\ndb_port = %(port)s\ndb_user = %(user)s\n"
-                "db_password = %(password)s\n"
-                "db_name = %(db)s\ndbfilter = ^%(db)s$\nlist_db = False\n"
-                "http_interface = 127.0.0.1\nhttp_port = %(http)d\ngevent_port = %(gevent)d\n"
-                "without_demo = all\nmax_cron_threads = 0\n"
-                "limit_time_real = 120\nlimit_time_cpu = 60\n"
-                % dict(repo=REPO, data=os.path.join(self.run_dir, "odoo-data"),
-                       host=self.pg["host"], port=self.pg["port"], user=self.pg["user"],
-                       password=self.pg.get("password") or "False", db=self.db,
-                       http=self.port, gevent=free_port())
-            )
-
-    def _env(self):
-        env = dict(os.environ)
-        env.update(self.env)
+        port = free_port()
+        conf = os.path.join(run_dir, "odoo-faults.conf")
+        data_dir = os.path.join(run_dir, "odoo-data")
+        odoo_server.write_odoo_conf(conf, port, [
+            "data_dir=" + data_dir, "db_name=" + db,
+            "dbfilter=^%s$" % db, "gevent_port=%d" % free_port(), "max_cron_threads=0",
+            "limit_time_real=120", "limit_time_cpu=60"])
         # The broker must come from the system parameter the tests set, not from a stray env.
-        env.pop("COMPUTE_BRIDGE_BROKER_URL", None)
-        env["PYTHONPATH"] = self.odoo_src
-        return env
-
-    def drop_db(self):
-        import psycopg2
-
-        conn = psycopg2.connect(dbname="postgres", host=self.pg["host"], port=self.pg["port"],
-                                user=self.pg["user"], password=self.pg.get("password"))
-        conn.autocommit = True
-        with conn.cursor() as cr:
-            cr.execute('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % self.db)
-        conn.close()
-        shutil.rmtree(os.path.join(self.run_dir, "odoo-data", "filestore", self.db),
-                      ignore_errors=True)
+        super().__init__(odoo_src, conf, db, port, env={"COMPUTE_BRIDGE_BROKER_URL": None},
+                         data_dir=data_dir)
 
     def create_db(self, timeout=420):
-        self.write_conf()
         self.drop_db()
-        with open(self.init_log_path, "wb") as log:
-            proc = subprocess.run(
-                [PY, "-m", "odoo", "-c", self.conf, "-d", self.db, "-i", "compute_bridge",
-                 "--stop-after-init", "--log-level=warn"],
-                cwd=REPO, env=self._env(), stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, timeout=timeout, check=False,
-            )
-        if proc.returncode != 0:
-            with open(self.init_log_path, errors="replace") as handle:
-                raise RuntimeError("installing compute_bridge failed:\n" + handle.read()[-4000:])
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.init_log_path)
+        self.run("-i", "compute_bridge", "--log-level=warn", output=self.init_log_path,
+                 timeout=timeout)
 
     def start(self, timeout=90):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.log_path)
-        args = [PY, "-m", "odoo", "-c", self.conf, "-d", self.db, "--logfile", self.log_path,
-                "--log-level=info", "--log-handler=odoo.addons.compute_bridge:DEBUG",
-                "--workers=%d" % self.workers]
-        self.proc = subprocess.Popen(args, cwd=REPO, env=self._env(),
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
-        wait_until(lambda: self.proc.poll() is not None or self.version(), timeout,
-                   interval=0.5, what="Odoo answering on %s" % self.url)
-        if self.proc.poll() is not None:
-            raise RuntimeError("Odoo exited at start:\n" + self.log()[-4000:])
+        super().start("--logfile", self.log_path, "--log-level=info",
+                      "--log-handler=odoo.addons.compute_bridge:DEBUG",
+                      "--workers=%d" % self.workers, timeout=timeout)
 
     def version(self):
         body = json.dumps({"jsonrpc": "2.0", "method": "call", "params": {}}).encode()
@@ -480,9 +376,6 @@ class OdooServer:
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=3) as response:
             return json.loads(response.read()).get("result")
-
-    def stop(self):
-        stop_process(self.proc, signal.SIGTERM, grace=10)
 
     def log(self):
         with contextlib.suppress(FileNotFoundError), open(self.log_path, errors="replace") as h:

@@ -1,24 +1,22 @@
 """Real `nameko run` processes for the integration tests, each on the test's own vhost.
 
-Every process is stopped on teardown (SIGTERM, then SIGKILL) and every wait is bounded.
+Every process is stopped on teardown (tools/harness: SIGTERM, then SIGKILL) and every wait is
+bounded.
 """
 
 import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 from nameko.exceptions import UnknownService
 from nameko.standalone.rpc import ClusterRpcProxy
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-NAMEKO = os.path.join(os.path.dirname(sys.executable), "nameko")
+from tools.harness import nameko_run as harness_nameko
+
 START_TIMEOUT = 30  # seconds: a cold `nameko run` on 2 busy cores takes a few
-STOP_TIMEOUT = 10
 POLL = 0.1
 HEARTBEAT_LINE = re.compile(r"heartbeat (\{.*\})\s*$")
 # settings a developer's shell might have exported; each test sets what it means to
@@ -26,21 +24,9 @@ OUR_SETTINGS = ("AMQP_URI", "HEARTBEAT_INTERVAL", "HEARTBEAT_URL", "HEARTBEAT_SE
                 "WEB_SERVER_ADDRESS", "NOTIFY_VIA", "MAX_WORKERS", "LOG_LEVEL")
 
 
-class NamekoRun:
-    """One `nameko run ... services` subprocess, started in the repository root."""
-
-    def __init__(self, args, env, log_path):
-        self.command = [NAMEKO, "run", *args, "services"]
-        self.log_path = log_path
-        self._log_file = open(log_path, "wb")  # a file, not a pipe: a full pipe would block it
-        self.process = subprocess.Popen(
-            self.command, cwd=REPO, env=env, stdout=self._log_file, stderr=subprocess.STDOUT
-        )
-        self.pid = self.process.pid
-
-    def log(self):
-        with open(self.log_path, encoding="utf-8", errors="replace") as handle:
-            return handle.read()
+class NamekoRun(harness_nameko.NamekoRun):
+    """One `nameko run ... services` subprocess, started in the repository root (tools/harness),
+    with the waits a test needs."""
 
     def heartbeats(self):
         beats = []
@@ -57,9 +43,9 @@ class NamekoRun:
             value = condition()
             if value:
                 return value
-            if self.process.poll() is not None:
+            if not self.alive:
                 pytest.fail("%s exited (%s) while waiting for %s:\n%s"
-                            % (self.command, self.process.returncode, what, self.log()[-3000:]))
+                            % (self.command, self.proc.returncode, what, self.log()[-3000:]))
             time.sleep(POLL)
         pytest.fail("no %s within %ss from pid %s:\n%s"
                     % (what, timeout, self.pid, self.log()[-3000:]))
@@ -74,18 +60,8 @@ class NamekoRun:
 
     def terminate(self):
         """Ask for a graceful stop (nameko run stops its containers on SIGTERM)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-
-    def stop(self):
-        self.terminate()
-        if self.process.poll() is None:
-            try:
-                self.process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=STOP_TIMEOUT)
-        self._log_file.close()
+        if self.alive:
+            self.proc.send_signal(signal.SIGTERM)
 
 
 @pytest.fixture
@@ -104,7 +80,7 @@ def nameko_run(amqp_uri, tmp_path):
         env["PYTHONUNBUFFERED"] = "1"
         env.update({key: str(value) for key, value in env_overrides.items()})
         log_path = tmp_path / ("nameko-run-%d.log" % len(started))
-        run = NamekoRun(args or ["--broker", amqp_uri], env, log_path)
+        run = NamekoRun(args or ["--broker", amqp_uri], env=env, output=str(log_path)).start()
         started.append(run)
         return run
 

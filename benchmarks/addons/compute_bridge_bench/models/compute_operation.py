@@ -7,7 +7,7 @@ differ only in how the call is made.
 
 import os
 
-from odoo import api, models
+from odoo import models
 
 from odoo.addons.compute_bridge.rpc import read_config
 
@@ -23,9 +23,4 @@ class ComputeOperation(models.Model):
         with ClusterRpcProxy({"AMQP_URI": config.broker_url}, timeout=config.timeout) as rpc:
             for operation in self:
                 operation.result = rpc.compute.method(operation.field_1, operation.field_2)
-        return True
-
-    @api.model
-    def bench_noop(self):
-        """An XML-RPC round trip through the ORM's dispatch that does nothing."""
         return True
