@@ -201,7 +201,8 @@ def odoo(broker, fleet):
         yield server
     finally:
         server.stop()
-        fleet.env.clear()
+        for key in ("HEARTBEAT_URL", "HEARTBEAT_SECRET", "HEARTBEAT_INTERVAL"):
+            fleet.env.pop(key, None)
 
 
 def set_bridge_params(admin, url=None, timeout=None):

@@ -165,7 +165,9 @@ class ServiceFleet:
     def __init__(self, broker, log_dir):
         self.broker = broker
         self.log_dir = log_dir
-        self.env = {}  # extra environment for the next processes (HEARTBEAT_URL, ...)
+        # Extra environment for the next processes (HEARTBEAT_URL, ...). DEBUG: notify logs
+        # each operation at that level, and the tests count those lines.
+        self.env = {"LOG_LEVEL": "DEBUG"}
         self.processes = []
         self._count = 0
 

@@ -20,8 +20,8 @@ from nameko.testing.utils import find_free_port
 
 from services.dependencies import BROKER_CHECK_DEADLINE
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tools"))
-import stack  # noqa: E402 - tools/ is not a package
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+from tools.harness.broker import RabbitNode  # noqa: E402 - the repository root, just added
 
 CALL_TIMEOUT = 10  # seconds, for any one RPC call
 BURST = 200  # calls fired at once at two instances
@@ -152,11 +152,11 @@ def test_plain_run_logs_time_and_level_and_no_line_per_call(nameko_run, amqp_uri
 
 @pytest.fixture
 def stoppable_broker():
-    """A RabbitMQ node of this test's own (tools/stack.py), which it stops and starts again;
+    """A RabbitMQ node of this test's own (tools/harness), which it stops and starts again;
     with a user whose password must never reach a log."""
     while True:  # RabbitNode derives its epmd and distribution ports from the AMQP port
         amqp_port, api_port = find_free_port(), find_free_port()
-        node = stack.RabbitNode("health", amqp_port=amqp_port, api_port=api_port)
+        node = RabbitNode("health", amqp_port=amqp_port, api_port=api_port)
         ports = {amqp_port, api_port, node.dist_port, node.epmd_port}
         if len(ports) == 4 and all(port_is_free(port) for port in ports):
             break
