@@ -139,7 +139,7 @@ def test_plain_run_logs_time_and_level_and_no_line_per_call(nameko_run, amqp_uri
             cluster_rpc.compute.method("abc", 1)
     service.wait_for_text("(expected) error handling worker")
     service.terminate()
-    service.process.wait(timeout=30)
+    service.proc.wait(timeout=30)
     lines = service.log().splitlines()
     ours = [line for line in lines if " services." in line or " nameko." in line]
     assert ours and all(LOG_LINE.match(line) for line in ours), ours[:5]
