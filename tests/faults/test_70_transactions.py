@@ -1,9 +1,10 @@
-"""Odoo retries a request that hit a serialization failure: the service is then called again.
+"""Odoo retries a request that hit a serialization failure: the record ends with one result.
 
-The choice (tests/faults/README.rst): compute.method is a pure function, so calling it twice
-gives the same sum; the retried request writes that sum once and the record ends consistent.
-Only the notify log shows the operation twice. No idempotency key is needed for a sum; a
-service with side effects would need one.
+action_suma locks its records before it calls the service, so a rival writer holding a row
+makes the click wait *before* the call; when the rival commits, the lock fails with a
+serialization failure, Odoo retries the request, and the service is called once. (A failure
+after the call would call it again: compute.method is pure, so that too would write the same
+sum once; a service with side effects would need an idempotency key.)
 """
 
 import threading
@@ -19,9 +20,9 @@ pytestmark = pytest.mark.odoo
 
 
 def test_serialization_failure_retry_leaves_one_consistent_result(odoo, admin, fleet):
-    """A second writer holds the row while the click computes; it commits, the click's UPDATE
-    fails with a serialization failure, Odoo rolls back, waits and runs the whole request
-    again (calling the service again), and the record ends done with the one right result."""
+    """A second writer holds the row when the click starts; it commits, the click's lock fails
+    with a serialization failure, Odoo rolls back, waits and runs the whole request again, and
+    the record ends done with the one right result, the service called once."""
     a, b = 123456, 0.5  # a sum no other test computes: its notify lines can be counted
     expected_line = "Operation completed %s" % (a + b)
     [op] = create_operations(admin, [(a, b)])
@@ -64,12 +65,12 @@ def test_serialization_failure_retry_leaves_one_consistent_result(odoo, admin, f
     [row] = read_operations(admin, [op])
     assert (row["state"], row["result"], row["error_message"]) == ("done", a + b, False), row
     assert "SERIALIZATION_FAILURE" in odoo.log(), "Odoo did not log a retried request"
-    # the service was called once per attempt; notify logged each
+    # the lock comes before the call: only the retried request reached the service
     harness.wait_until(
         lambda: sum(log.count(expected_line) for log in fleet.logs().values())
-        - counted_before >= 2, 10, what="notify logging both attempts")
+        - counted_before >= 1, 10, what="notify logging the operation")
     time.sleep(0.5)
     calls = sum(log.count(expected_line) for log in fleet.logs().values()) - counted_before
-    assert calls == 2, calls
+    assert calls == 1, calls
     harness.measure("serialization failure", "request retried by Odoo, service called %d times, "
                     "record done with %s once" % (calls, row["result"]))
