@@ -43,6 +43,9 @@ class IrConfigParameter(models.Model):
                 "%(schemes)s.",
                 scheme=scheme, schemes=schemes),
             "syntax": lambda: self.env._("The broker URL cannot be read as a URL."),
+            "userinfo": lambda: self.env._(
+                "The broker URL's user or password holds / ? or # unencoded: "
+                "percent-encode them."),
             "port": lambda low, high: self.env._(
                 "The broker URL's port must be a whole number from %(low)s to %(high)s.",
                 low=low, high=high),

@@ -29,6 +29,7 @@ RPC_TIMEOUT_PARAM = "compute_bridge.rpc_timeout"
 DEFAULT_BROKER_URL = "pyamqp://guest:guest@localhost"
 DEFAULT_RPC_TIMEOUT = 5.0  # seconds; the compute service answers in milliseconds
 MASK = "***"
+FAILOVER_SEPARATOR = ";"  # kombu.Connection tries the URLs of "url1;url2" in turn
 
 
 class MaskedPassword(ValueError):
@@ -74,39 +75,64 @@ def _parse_timeout(raw):
 def mask_url(url):
     """The URL with its password replaced, safe for logs, errors and notifications.
 
+    Read as text, not parsed: a password with ``/``, ``#`` or ``?`` unencoded breaks a URL
+    parser but must stay hidden all the same. Everything between the user's ``:`` and the last
+    ``@`` is the password; each URL of a failover list (``url1;url2``) is masked.
+
     >>> mask_url("pyamqp://guest:guest@localhost:5672/vhost")
     'pyamqp://guest:***@localhost:5672/vhost'
     >>> mask_url("pyamqp://localhost")
     'pyamqp://localhost'
     >>> mask_url("amqp://user:p%40ss@host?connect_timeout=2")
     'amqp://user:***@host?connect_timeout=2'
+    >>> mask_url("pyamqp://cb:Zm9v/YmFy+cXV4=@rabbitmq:5672/vh")
+    'pyamqp://cb:***@rabbitmq:5672/vh'
+    >>> mask_url("pyamqp://cb:one@rabbit-1/v;pyamqp://cb:two@rabbit-2/v")
+    'pyamqp://cb:***@rabbit-1/v;pyamqp://cb:***@rabbit-2/v'
+    >>> mask_url("guest:s3cret@rabbit")
+    'guest:***@rabbit'
     """
-    try:
-        parts = urllib.parse.urlsplit(url or "")
-        password = parts.password
-    except ValueError:  # e.g. an invalid port: show nothing we cannot parse
-        return MASK
-    if password is None:
+    if not url:
         return url
-    return _with_password(parts, MASK)
+    return FAILOVER_SEPARATOR.join(
+        "%s%s:%s@%s" % (prefix, user, MASK, host) if password is not None else one_url
+        for one_url in url.split(FAILOVER_SEPARATOR)
+        for prefix, user, password, host in [_credentials(one_url)]
+    )
 
 
 def scrub_password(text, url):
-    """``text`` (a library's error message, say) without ``url``'s password, even unquoted.
+    """``text`` (a library's error message, say) without ``url``'s passwords, even unquoted.
 
     >>> scrub_password("bad login pyamqp://u:p%40ss@h (p@ss)", "pyamqp://u:p%40ss@h")
     'bad login pyamqp://u:***@h (***)'
+    >>> scrub_password("refused: one, two", "pyamqp://u:one@h1;pyamqp://u:two@h2")
+    'refused: ***, ***'
     """
     if url:
         text = text.replace(url, mask_url(url))
-    try:
-        password = urllib.parse.urlsplit(url or "").password
-    except ValueError:  # unparseable (e.g. a stray '['): mask_url hid the whole URL above
-        password = None
-    for secret in sorted({password, urllib.parse.unquote(password or "")} - {"", None},
-                         key=len, reverse=True):
+    secrets = set()
+    for one_url in (url or "").split(FAILOVER_SEPARATOR):
+        password = _credentials(one_url)[2]
+        if password:
+            secrets.update((password, urllib.parse.unquote(password)))
+    for secret in sorted(secrets - {""}, key=len, reverse=True):
         text = text.replace(secret, MASK)
     return text
+
+
+def _credentials(url):
+    """``(prefix, user, password, host and the rest)`` of one URL, ``password`` None when
+    there is none: the password runs from the ``:`` after the user to the last ``@``."""
+    scheme, separator, rest = url.partition("://")
+    prefix = scheme + separator if separator else ""
+    if not separator:
+        rest = url
+    userinfo, at, host = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return prefix, None, None, rest
+    user, _colon, password = userinfo.partition(":")
+    return prefix, user, password, host
 
 
 def _with_password(parts, password):
@@ -160,7 +186,6 @@ def unmask_url(url, stored_url):
 
 # The schemes kombu reads as AMQP over py-amqp, and whether each one means TLS.
 BROKER_URL_SCHEMES = {"pyamqp": False, "amqp": False, "pyamqps": True, "amqps": True}
-FAILOVER_SEPARATOR = ";"  # kombu.Connection tries the URLs of "url1;url2" in turn
 # Far above any real URL or failover list, far below a paste gone wrong.
 MAX_BROKER_URL_LENGTH = 4096  # characters
 MAX_VHOST_BYTES = 255  # AMQP 0-9-1 sends the virtual host as a short string
@@ -200,7 +225,7 @@ def check_broker_url(url):
     >>> for bad in ("http://localhost:5672", "redis://r:6379/0", "abc", "pyamqp://u:p@:5672/",
     ...             "pyamqp://rabbit:99999", "pyamqp://rabbit:0", "pyamqp://rabbit;",
     ...             "pyamqp://rabbit/" + "v" * 256, "pyamqp://rab bit", "pyamqp://[::1", "",
-    ...             "guest:s3cret@rabbit://"):
+    ...             "guest:s3cret@rabbit://", "pyamqp://u:Zm9v/YmFy+cXV4=@rabbit:5672/"):
     ...     try:
     ...         check_broker_url(bad)
     ...     except InvalidSetting as error:
@@ -217,6 +242,7 @@ def check_broker_url(url):
     syntax: the broker URL cannot be read as a URL
     empty: the broker URL is empty
     no_scheme: the broker URL has no scheme: write it as pyamqp://user:password@host:5672/vhost
+    userinfo: the broker URL's user or password holds / ? or # unencoded: percent-encode them
     """
     url = (url or "").strip()
     if not url:
@@ -237,6 +263,11 @@ def _check_one_broker_url(url):
     if not url:
         raise InvalidSetting("failover_empty", 'the failover list (URLs separated by "%(sep)s") '
                                "has an empty entry", sep=FAILOVER_SEPARATOR)
+    userinfo = _credentials(url)
+    if userinfo[2] is not None and any(char in userinfo[1] + userinfo[2] for char in "/?#"):
+        # Unencoded, these end the URL's user part early: the password would be read as a host
+        raise InvalidSetting("userinfo", "the broker URL's user or password holds / ? or # "
+                             "unencoded: percent-encode them")
     scheme = url.partition("://")[0].lower() if "://" in url else ""
     if not SCHEME_RE.match(scheme):  # nor is "user:password@host" before a "://" ever shown
         raise InvalidSetting("no_scheme", "the broker URL has no scheme: write it as "

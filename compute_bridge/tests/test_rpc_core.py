@@ -428,6 +428,8 @@ class TestBrokerUrls(BaseCase):
         "pyamqp://guest:%s@%s:5672" % (SECRET, "h" * 300),
         "pyamqp://guest:%s@localhost/%s" % (SECRET, "v" * 100_000),
         "abc",
+        # a password with "/" (base64) unencoded: the URL parser takes it for the host
+        "pyamqp://guest:Zm9v/%s+=@localhost:5672/vh" % SECRET,
     ]
 
     def test_malformed_url_is_a_readable_bridge_error(self):
@@ -441,6 +443,22 @@ class TestBrokerUrls(BaseCase):
                 self.assertEqual(set(caught.exception.params), {"broker", "detail"})
                 self.assertNotIn(SECRET, message)
                 self.assertLess(len(message), 1000)
+
+    def test_failover_list_hides_every_password(self):
+        """Both brokers refuse the connection: the error names both, neither password."""
+        ports = []
+        for _ in range(2):
+            with socket.socket() as probe:  # a port nothing listens on
+                probe.bind(("127.0.0.1", 0))
+                ports.append(probe.getsockname()[1])
+        url = ";".join("pyamqp://guest:%s-%d@127.0.0.1:%d/vh" % (SECRET, index, port)
+                       for index, port in enumerate(ports))
+        with self.assertLogs("odoo.addons.compute_bridge.rpc", level="INFO") as logs:
+            with self.assertRaises(rpc.BrokerUnreachable) as caught:
+                rpc.call(rpc.BridgeConfig(url, DEADLINE_TIMEOUT, False), "compute", "method", 1, 1)
+        for text in [str(caught.exception), *logs.output]:
+            self.assertNotIn(SECRET, text)
+        self.assertIn("guest:***@127.0.0.1:%d" % ports[1], str(caught.exception))
 
     def test_urls_mean_what_they_mean_to_kombu(self):
         parse_broker_url = nameko_amqp.parse_broker_url
