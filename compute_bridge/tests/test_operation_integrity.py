@@ -24,6 +24,7 @@ FORGED_CONTEXT = {
 }
 REFUSED_MESSAGE = "set by the Compute Bridge when it computes the operation"
 PASSWORD = "cb-integrity-password"
+SPANISH = "es_ES"
 ADMIN_GROUPS = "base.group_user,base.group_system"
 NOT_COMPUTED = {
     "state": "draft", "result": 0.0, "error_message": False, "duration": 0.0,
@@ -148,6 +149,22 @@ class TestBridgeFieldsAreTheBridges(ComputeBridgeCase):
     def test_internal_path_writes_bridge_fields_only(self):
         with self.assertRaises(ValueError):
             self.new_operation(1, 1)._write_bridge_fields({"field_1": 5})
+
+
+@tagged("post_install", "-at_install")
+class TestRefusalsInSpanish(ComputeBridgeCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.env["res.lang"]._activate_lang(SPANISH)
+        cls.env["ir.module.module"]._load_module_terms(["compute_bridge"], [SPANISH],
+                                                       overwrite=True)
+
+    def test_a_forged_write_is_refused_in_spanish(self):
+        operation = self.new_operation(1, 1).with_context(lang=SPANISH)
+        with self.assertRaisesRegex(UserError, "^Resultado, Estado: los establece Compute "
+                                    "Bridge al calcular la operación"):
+            operation.write(FORGED)
 
 
 @tagged("post_install", "-at_install")
