@@ -44,9 +44,9 @@ BRIDGE_FIELDS = frozenset(
 # ``name`` is computed from the operands: a written one would label the record with other numbers.
 CLIENT_READONLY_FIELDS = BRIDGE_FIELDS | {"name"}
 # The states in which nothing is under way, so an operand may change (making the result stale).
-# A call under way (the background states, queued or sent) computes the operands it was given:
-# changing them then would store a result that belongs to other numbers, so the change is
-# refused in every other state.
+# A call under way (the background states, queued and sent, once they exist) computes the
+# operands it was given: changing them then would store a result that belongs to other numbers,
+# so the change is refused in every other state.
 OPERAND_EDITABLE_STATES = frozenset({DRAFT, DONE, FAILED})
 # A record whose operands changed is as if never computed.
 STALE_VALUES = {
@@ -146,8 +146,9 @@ class ComputeOperation(models.Model):
         An operand that changes value makes the result stale: the record goes back to draft
         with its result and the trace of the last computation cleared. Writing the value it
         already has changes nothing. In a state where a call is under way (any state other
-        than draft, done and failed: the background states queued and sent), a changed operand
-        is refused, so that the call's result is never stored against other numbers.
+        than draft, done and failed: the background states, queued and sent, once they exist),
+        a changed operand is refused, so that the call's result is never stored against other
+        numbers.
         """
         self._check_client_vals(vals)
         stale = self._made_stale_by(self._check_finite_operands(vals))
@@ -183,6 +184,8 @@ class ComputeOperation(models.Model):
     def _made_stale_by(self, operands):
         """The records of ``self`` that ``operands`` (field name: new value) would change and
         that have something computed to clear; refuse if one of them has a call under way."""
+        if not operands:
+            return self.browse()
         changed = self.filtered(lambda operation: any(
             operation[name] != value for name, value in operands.items()))
         busy = changed.filtered(lambda operation: operation.state not in OPERAND_EDITABLE_STATES)
