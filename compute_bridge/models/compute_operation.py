@@ -34,6 +34,26 @@ MAX_SUMS_IN_NOTIFICATION = 10  # a notification listing 200 sums is unreadable
 # Hostile operands (megabyte strings, bidi controls) are quoted this short in errors.
 MAX_REPR_LENGTH = 60
 
+DRAFT, DONE, FAILED = "draft", "done", "failed"
+OPERAND_FIELDS = ("field_1", "field_2")
+# What a computation leaves on the record. Only the bridge writes these, through
+# ComputeOperation._write_bridge_fields: a client that could write them could show a sum the
+# service never computed, in the name of someone who never pressed Suma.
+BRIDGE_FIELDS = frozenset(
+    {"result", "state", "error_message", "duration", "computed_by", "computed_on"})
+# ``name`` is computed from the operands: a written one would label the record with other numbers.
+CLIENT_READONLY_FIELDS = BRIDGE_FIELDS | {"name"}
+# The states in which nothing is under way, so an operand may change (making the result stale).
+# A call under way (the background states, queued and sent, once they exist) computes the
+# operands it was given: changing them then would store a result that belongs to other numbers,
+# so the change is refused in every other state.
+OPERAND_EDITABLE_STATES = frozenset({DRAFT, DONE, FAILED})
+# A record whose operands changed is as if never computed.
+STALE_VALUES = {
+    "state": DRAFT, "result": False, "error_message": False, "duration": False,
+    "computed_by": False, "computed_on": False,
+}
+
 
 def format_number(value):
     """A number with the precision it has, as the form and list show it (JavaScript's
@@ -73,8 +93,8 @@ class ComputeOperation(models.Model):
     field_2 = fields.Float(string="Second Value", required=True, default=0.0)
     result = fields.Float(readonly=True, copy=False)
     state = fields.Selection(
-        [("draft", "Draft"), ("done", "Done"), ("failed", "Failed")],
-        default="draft",
+        [(DRAFT, "Draft"), (DONE, "Done"), (FAILED, "Failed")],
+        default=DRAFT,
         required=True,
         readonly=True,
         copy=False,
@@ -97,15 +117,84 @@ class ComputeOperation(models.Model):
                 format_number(operation.field_2),
             )
 
+    @api.model
+    def default_get(self, fields_list):
+        """A new operation is a draft, whatever the defaults say: a ``default_state`` or
+        ``default_result`` in the context (which any RPC caller can pass) or a user default
+        (ir.default) would otherwise create it already computed. Those defaults are ignored
+        rather than refused, since the web client adds ``default_<field>`` itself when a
+        record is created in a list grouped by that field."""
+        defaults = super().default_get(fields_list)
+        for name in BRIDGE_FIELDS.intersection(defaults):
+            field = self._fields[name]
+            if field.default:
+                defaults[name] = field.default(self)
+            else:
+                del defaults[name]
+        return defaults
+
     @api.model_create_multi
     def create(self, vals_list):
         for vals in vals_list:
+            self._check_client_vals(vals)
             self._check_finite_operands(vals)
         return super().create(vals_list)
 
     def write(self, vals):
-        self._check_finite_operands(vals)
-        return super().write(vals)
+        """Write what a client may write: the operands.
+
+        An operand that changes value makes the result stale: the record goes back to draft
+        with its result and the trace of the last computation cleared. Writing the value it
+        already has changes nothing. In a state where a call is under way (any state other
+        than draft, done and failed: the background states, queued and sent, once they exist),
+        a changed operand is refused, so that the call's result is never stored against other
+        numbers.
+        """
+        self._check_client_vals(vals)
+        stale = self._made_stale_by(self._check_finite_operands(vals))
+        result = super().write(vals)
+        stale._write_bridge_fields(STALE_VALUES)
+        return result
+
+    def _write_bridge_fields(self, vals):
+        """Write what a computation leaves on the records: the bridge's only way to do so.
+
+        It skips the guard of :meth:`write` by calling the ORM's own write. A client cannot
+        reach it: Odoo refuses remote calls of a method whose name starts with an underscore,
+        and nothing a client sends (context keys included) changes what :meth:`write` allows.
+        """
+        unexpected = set(vals) - BRIDGE_FIELDS
+        if unexpected:  # a programming error, not a user's
+            raise ValueError("not fields the bridge writes: %s" % ", ".join(sorted(unexpected)))
+        # The ORM's write, past this class's write and its guard: that is the point.
+        return super().write(vals)  # pylint: disable=super-method-mismatch
+
+    @api.model
+    def _check_client_vals(self, vals):
+        """Refuse a client's values for the fields only the bridge writes, administrators'
+        included: the web client never sends them (they are read-only there), copy() leaves
+        them out (copy=False), so only a forged request or an import of them ends here."""
+        refused = CLIENT_READONLY_FIELDS.intersection(vals)
+        if refused:
+            raise UserError(self.env._(
+                "%(fields)s: set by the Compute Bridge when it computes the operation, never "
+                "written by hand. Change First Value or Second Value and press Suma to compute "
+                "a new result.",
+                fields=", ".join(self._field_label(name) for name in sorted(refused))))
+
+    def _made_stale_by(self, operands):
+        """The records of ``self`` that ``operands`` (field name: new value) would change and
+        that have something computed to clear; refuse if one of them has a call under way."""
+        if not operands:
+            return self.browse()
+        changed = self.filtered(lambda operation: any(
+            operation[name] != value for name, value in operands.items()))
+        busy = changed.filtered(lambda operation: operation.state not in OPERAND_EDITABLE_STATES)
+        if busy:
+            raise UserError(self.env._(
+                "%(operation)s has a call under way: its operands cannot change until it ends.",
+                operation=busy[0].name))
+        return changed.filtered(lambda operation: operation.state != DRAFT)
 
     def action_suma(self):
         """Compute the sum of every operation in ``self`` with the compute service.
@@ -191,10 +280,9 @@ class ComputeOperation(models.Model):
     def _check_finite_operands(self, vals):
         """Refuse, before the ORM converts them, operands it would store as NaN or infinity or
         fail on with a traceback (strings, lists, ints beyond the float range), and "no value",
-        which the ORM would store as 0."""
-        for field_name in ("field_1", "field_2"):
-            if field_name in vals:
-                self._check_operand(field_name, vals[field_name])
+        which the ORM would store as 0. Return the operands in ``vals`` as floats, by name."""
+        return {field_name: self._check_operand(field_name, vals[field_name])
+                for field_name in OPERAND_FIELDS if field_name in vals}
 
     @api.model
     def _check_operand(self, field_name, value):
@@ -263,11 +351,11 @@ class ComputeOperation(models.Model):
             "computed_on": fields.Datetime.now(),
         }
         if outcome.error is None:
-            vals.update(result=outcome.value, state="done", error_message=False)
+            vals.update(result=outcome.value, state=DONE, error_message=False)
         else:
             _logger.debug("compute.operation(%s): computation failed: %s", self.id, outcome.error)
-            vals.update(state="failed", error_message=self._bridge_error_message(outcome.error))
-        self.write(vals)
+            vals.update(state=FAILED, error_message=self._bridge_error_message(outcome.error))
+        self._write_bridge_fields(vals)
 
     @api.model
     def _outcomes_notification(self, outcomes):

@@ -217,6 +217,12 @@ class TestMessagesInTheUsersLanguage(ComputeBridgeCase):
         with self.assertRaisesRegex(ValidationError, "^Segundo valor "):
             self.Spanish.compute_sum(1, "abc")
 
+    def test_a_forged_result_is_refused_in_spanish(self):
+        operation = self.Spanish.browse(self.new_operation(1, 1).ids)
+        with self.assertRaisesRegex(UserError, "^Resultado, Estado: los establece Compute "
+                                    "Bridge al calcular la operación"):
+            operation.write({"result": 5.0, "state": "done"})
+
     def test_a_broker_error_is_told_through_the_translations(self):
         """Built from the error's params with a translatable template: with a Spanish term for
         it (the one es.po will hold), the user reads Spanish with the masked broker filled in."""
