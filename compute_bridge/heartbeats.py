@@ -101,7 +101,7 @@ def parse_heartbeat(raw):
     "'interval' must be <= 86400, got 100000000000.0"
     >>> why(b'{"instance_id": "x", "service": "s", "uptime": 1' + b"0" * 400 + b"}")[:31]
     "'uptime' must be <= 3.15576e+09"
-    >>> why(b'{"instance_id": "x", "service": "s\\u202e"}')
+    >>> why(b'{"instance_id": "x", "service": "s\\\\u202e"}')
     "'service' must not contain control or formatting characters"
     >>> why(b'{"instance_id": "x", "service": "s", "nested": ' + b"[" * 5000 + b"]" * 5000 + b"}")
     'body is nested too deeply'
