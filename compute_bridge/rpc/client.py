@@ -155,17 +155,23 @@ def _new_connection(broker_url, deadline):
     """A connection to the first broker of ``broker_url`` that accepts one before the deadline:
     kombu's failover form ``url1;url2;...`` names the nodes of a cluster, tried in turn."""
     from .config import FAILOVER_SEPARATOR
-    from .nameko_amqp import CONNECTION_ERRORS, RpcConnection
+    from .nameko_amqp import CONNECTION_ERRORS, Deadline, RpcConnection
 
     *others, last = broker_url.split(FAILOVER_SEPARATOR)
-    for url in others:
+    for position, url in enumerate(others):
         if deadline.expired():
             break
+        # A node that accepts and then hangs must not take the whole deadline: each URL gets
+        # an equal share of what is left, the last one all that remains.
+        share = Deadline(deadline.remaining() / (len(others) + 1 - position))
         try:
-            return RpcConnection(url, deadline)
+            connection = RpcConnection(url, share)
         except CONNECTION_ERRORS as error:
             _logger.info("broker %s refused a connection (%s); trying the next one",
                          broker_label(url), type(error).__name__)
+            continue
+        connection.deadline = deadline
+        return connection
     return RpcConnection(last, deadline)
 
 

@@ -27,9 +27,12 @@ BROKER_URL_ENV_VAR = "COMPUTE_BRIDGE_BROKER_URL"
 BROKER_URL_PARAM = "compute_bridge.broker_url"
 RPC_TIMEOUT_PARAM = "compute_bridge.rpc_timeout"
 DEFAULT_BROKER_URL = "pyamqp://guest:guest@localhost"
-DEFAULT_RPC_TIMEOUT = 5.0  # seconds; the compute service answers in milliseconds
+# Seconds for a whole call or batch (one deadline): a few thousand records on a small machine,
+# well below Odoo's default limit_time_real (120 s).
+DEFAULT_RPC_TIMEOUT = 15.0
 MASK = "***"
 FAILOVER_SEPARATOR = ";"  # kombu.Connection tries the URLs of "url1;url2" in turn
+MIN_SCRUBBED_LENGTH = 4  # characters
 
 
 class MaskedPassword(ValueError):
@@ -52,9 +55,9 @@ def read_config(get_param, environ):
     it: a call without a timeout could hang an Odoo worker forever.
 
     >>> read_config({"compute_bridge.rpc_timeout": "nan"}.get, {}).timeout
-    5.0
+    15.0
     >>> read_config({"compute_bridge.rpc_timeout": "1e9"}.get, {}).timeout
-    5.0
+    15.0
     """
     env_url = (environ.get(BROKER_URL_ENV_VAR) or "").strip()
     param_url = (get_param(BROKER_URL_PARAM) or "").strip()
@@ -106,8 +109,10 @@ def scrub_password(text, url):
 
     >>> scrub_password("bad login pyamqp://u:p%40ss@h (p@ss)", "pyamqp://u:p%40ss@h")
     'bad login pyamqp://u:***@h (***)'
-    >>> scrub_password("refused: one, two", "pyamqp://u:one@h1;pyamqp://u:two@h2")
+    >>> scrub_password("refused: first, second", "pyamqp://u:first@h1;pyamqp://u:second@h2")
     'refused: ***, ***'
+    >>> scrub_password("Server unexpectedly closed", "pyamqp://u:p@h")  # too short to hunt for
+    'Server unexpectedly closed'
     """
     if url:
         text = text.replace(url, mask_url(url))
@@ -116,7 +121,10 @@ def scrub_password(text, url):
         password = _credentials(one_url)[2]
         if password:
             secrets.update((password, urllib.parse.unquote(password)))
-    for secret in sorted(secrets - {""}, key=len, reverse=True):
+    # A password of a few letters would mask them inside words ("unex***ectedly"), both
+    # garbling the text and pointing at the password; URLs quoting it are masked above.
+    long_enough = [secret for secret in secrets if len(secret) >= MIN_SCRUBBED_LENGTH]
+    for secret in sorted(long_enough, key=len, reverse=True):
         text = text.replace(secret, MASK)
     return text
 
@@ -165,8 +173,12 @@ def unmask_url(url, stored_url):
     """
     if url == mask_url(stored_url):
         return stored_url
-    parts = urllib.parse.urlsplit(url or "")
-    if parts.password != MASK:
+    try:
+        parts = urllib.parse.urlsplit(url or "")
+        password = parts.password
+    except ValueError:  # unparsable (a stray "["): check_broker_url says why, not a traceback
+        return url
+    if password != MASK:
         return url
     try:
         stored = urllib.parse.urlsplit(stored_url or "")

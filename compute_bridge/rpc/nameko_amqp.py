@@ -152,10 +152,17 @@ class RpcConnection:
             correlation_id=correlation_id, reply_to=self.reply_to,
             delivery_mode=REQUEST_DELIVERY_MODE,
         )
-        self._channel.basic_publish(
-            message, exchange=RPC_EXCHANGE, routing_key="%s.%s" % (service, method),
-            mandatory=True,
-        )
+        try:
+            self._channel.basic_publish(
+                message, exchange=RPC_EXCHANGE, routing_key="%s.%s" % (service, method),
+                mandatory=True,
+            )
+        except amqp.exceptions.RecoverableConnectionError as error:
+            # py-amqp turns a socket timeout during a publish into "basic_publish: timed
+            # out": past the deadline that is the deadline, not a broker gone away.
+            if self.deadline.expired():
+                raise DeadlineExceeded("the deadline passed while publishing") from error
+            raise
         return correlation_id
 
     def collect(self, correlation_ids):

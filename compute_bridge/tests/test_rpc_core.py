@@ -393,6 +393,36 @@ class TestClient(RpcCoreCase):
         self.assertEqual(self.pool.idle_count(), 1)  # remote errors leave the connection usable
 
 
+class TestPublishCutByTheDeadline(BaseCase):
+    """py-amqp reports a socket timeout during a publish as "basic_publish: timed out" (a
+    connection error): past the deadline it is the deadline, and must not fail the batch as
+    an unreachable broker."""
+
+    def connection(self, seconds):
+        class Channel:
+            def basic_publish(self, *args, **kwargs):
+                import amqp
+
+                raise amqp.exceptions.RecoverableConnectionError("basic_publish: timed out")
+
+        connection = object.__new__(nameko_amqp.RpcConnection)
+        connection.deadline = nameko_amqp.Deadline(seconds)
+        connection.reply_to = "reply"
+        connection._channel = Channel()
+        return connection
+
+    def test_after_the_deadline_it_is_the_deadline(self):
+        with self.assertRaises(nameko_amqp.DeadlineExceeded):
+            self.connection(-1).send("compute", "method", (1, 1))
+
+    def test_before_the_deadline_it_is_the_connection(self):
+        import amqp
+
+        with self.assertRaises(amqp.exceptions.RecoverableConnectionError) as caught:
+            self.connection(60).send("compute", "method", (1, 1))
+        self.assertNotIsInstance(caught.exception, nameko_amqp.DeadlineExceeded)
+
+
 class TestDeadline(BaseCase):
     """Real sockets, no broker: a peer that accepts and then stalls or dribbles must not hold a
     call past its timeout (plus :data:`MARGIN`), and the failure must read well."""

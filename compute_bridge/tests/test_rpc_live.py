@@ -16,6 +16,9 @@ SLACK = 1.0  # unreachable/timeout must fail within timeout + 1 s
 BATCH_TIMEOUT = 30.0  # seconds: one deadline covers the whole batch, on a loaded test machine
 FROZEN_TIMEOUT = 2.0  # seconds: the RPC timeout of the frozen-service batch
 FROZEN_BATCH = 1000  # several chunks: each must not wait the timeout again
+# A batch that cannot all be published within its deadline, however fast the machine.
+PUBLISH_CUT_TIMEOUT = 0.2  # seconds
+PUBLISH_CUT_BATCH = 20_000
 
 
 def rpc_queue(service):
@@ -77,6 +80,23 @@ class TestRpcLive(BaseCase):
             finally:
                 bound.delete()
         # the next call works on a fresh connection
+        self.assertEqual(rpc.call(self.config, "compute", "method", 2, 2), 4)
+
+    def test_deadline_during_publishing_keeps_the_replies(self):
+        """A batch too large for its deadline is cut while it is still publishing: the replies
+        already read are kept, the rest are ServiceTimeout, and the broker is not blamed."""
+        rpc.call(self.config, "compute", "method", 1, 1)  # a pooled connection: no connect time
+        config = rpc.BridgeConfig(BROKER_URL, PUBLISH_CUT_TIMEOUT, False)
+        args = [(i, 1) for i in range(PUBLISH_CUT_BATCH)]
+        outcomes = rpc.call_many(config, "compute", "method", args)
+        self.assertEqual(len(outcomes), PUBLISH_CUT_BATCH)
+        late = [o for o in outcomes if o.error is not None]
+        self.assertTrue(late, "the batch fitted in %s s: make it larger" % PUBLISH_CUT_TIMEOUT)
+        self.assertTrue(all(isinstance(o.error, rpc.ServiceTimeout) for o in late),
+                        {type(o.error).__name__ for o in late})
+        for (a, b), outcome in zip(args, outcomes, strict=True):
+            if outcome.error is None:
+                self.assertEqual(outcome.value, a + b)
         self.assertEqual(rpc.call(self.config, "compute", "method", 2, 2), 4)
 
     def test_frozen_service_fails_a_whole_batch_within_one_timeout(self):
