@@ -92,7 +92,7 @@ def runs_nameko(pid):
     if not (program.startswith("python") or program == "nameko"):
         return False
     return any(os.path.basename(arg) == "nameko" and following == "run"
-               for arg, following in zip(argv, argv[1:]))
+               for arg, following in zip(argv, argv[1:], strict=False))
 
 
 def nameko_pids(init_pid):

@@ -38,8 +38,8 @@ SECRETS = {
 # entrypoint refuses to install without it): not required by compose.
 INIT_SECRET = {"ODOO_ADMIN_USER_PASSWORD": "test-odoo-admin-user-password"}
 # Every variable the file reads: a developer's shell must not change what is checked.
-OPTIONAL = ("ODOO_ADMIN_USER_PASSWORD", "ODOO_DB_USER", "ODOO_DB_NAME", "RABBITMQ_USER", "RABBITMQ_VHOST",
-            "HEARTBEAT_INTERVAL", "COMPUTE_BRIDGE_VERSION")
+OPTIONAL = ("ODOO_ADMIN_USER_PASSWORD", "ODOO_DB_USER", "ODOO_DB_NAME", "RABBITMQ_USER",
+            "RABBITMQ_VHOST", "HEARTBEAT_INTERVAL", "COMPUTE_BRIDGE_VERSION")
 
 
 def compose_command():

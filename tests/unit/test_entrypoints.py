@@ -4,6 +4,7 @@ would, the fake odoo records how it was called. tests/integration/test_deploy_od
 same entrypoint against a real Odoo and PostgreSQL.
 """
 
+import ast
 import os
 import subprocess
 
@@ -33,7 +34,6 @@ exit 0
 
 
 def manifest_version():
-    import ast
     with open(MANIFEST) as handle:
         return ast.literal_eval(handle.read())["version"]
 
