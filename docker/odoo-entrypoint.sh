@@ -8,8 +8,8 @@
 #
 # Secrets come from the environment or, for Docker secrets, from files named by NAME_FILE:
 #   ODOO_ADMIN_PASSWD   the master password (database manager; closed by list_db = False anyway)
-#   ODOO_ADMIN_USER_PASSWORD   init only: the password the init step gives the admin user, who
-#                       would otherwise log in with "admin"
+#   ODOO_ADMIN_USER_PASSWORD   init only: the password the init step gives the admin user while
+#                       that user still has the password "admin"; not needed once it is changed
 #   PGPASSWORD          the database role's password, read by libpq, never on a command line
 #   COMPUTE_BRIDGE_BROKER_URL, COMPUTE_BRIDGE_HEARTBEAT_SECRET   read by the addon
 # PGHOST, PGPORT, PGUSER and PGDATABASE name the database; Odoo serves that one database only.
@@ -22,24 +22,19 @@ MODULE=compute_bridge
 # One-shot steps run one process with no HTTP server and no cron thread.
 ONE_SHOT_OPTIONS="--workers=0 --max-cron-threads=0 --no-http --stop-after-init"
 
-log() { echo "$(date -u '+%Y-%m-%d %H:%M:%S') INFO odoo-entrypoint: $*" >&2; }
-die() { echo "$(date -u '+%Y-%m-%d %H:%M:%S') ERROR odoo-entrypoint: $*" >&2; exit 1; }
+# The addon in this image, whose version the database must have (the upgrade step makes it so).
+MANIFEST=${COMPUTE_BRIDGE_MANIFEST:-/opt/compute_bridge/addons/$MODULE/__manifest__.py}
+UPGRADE_COMMAND="docker compose run --rm odoo-upgrade"
 
-# NAME from the file $NAME_FILE when that is set (Docker secrets): the value then appears in no
-# `docker inspect` output.
-file_env() {
-    eval "file=\${${1}_FILE:-}"
-    if [ -n "$file" ]; then
-        [ -r "$file" ] || die "$1_FILE=$file cannot be read"
-        eval "$1=\$(cat \"\$file\")"
-        export "$1"
-        unset "${1}_FILE"
-    fi
-}
+# shellcheck source=docker/entrypoint-lib.sh
+. "$(dirname "$0")/entrypoint-lib.sh"
+log() { echo "$(date -u '+%Y-%m-%d %H:%M:%S') INFO odoo-entrypoint: $*" >&2; }
+
 for name in ODOO_ADMIN_PASSWD ODOO_ADMIN_USER_PASSWORD PGPASSWORD COMPUTE_BRIDGE_BROKER_URL \
         COMPUTE_BRIDGE_HEARTBEAT_SECRET; do
     file_env "$name"
 done
+check_broker_url COMPUTE_BRIDGE_BROKER_URL
 
 case "${1:-odoo}" in
     odoo | init | upgrade | -*) ;;
@@ -62,36 +57,68 @@ mv "$ODOO_RUNTIME_RC.new" "$ODOO_RUNTIME_RC"
 unset ODOO_ADMIN_PASSWD
 [ "${1:-}" = init ] || unset ODOO_ADMIN_USER_PASSWORD
 
-module_state() {  # the module's state in PGDATABASE; empty when Odoo never initialised it
+# COLUMN of the module's row in PGDATABASE; empty when Odoo never initialised it
+module_field() {
     initialised=$(psql -XAtq -v ON_ERROR_STOP=1 -c "SELECT to_regclass('public.ir_module_module') IS NOT NULL")
     if [ "$initialised" = t ]; then
-        psql -XAtq -v ON_ERROR_STOP=1 -c "SELECT state FROM ir_module_module WHERE name = '$MODULE'"
+        psql -XAtq -v ON_ERROR_STOP=1 -c "SELECT $1 FROM ir_module_module WHERE name = '$MODULE'"
     fi
+}
+
+manifest_version() {
+    python3 -c 'import ast, sys; print(ast.literal_eval(open(sys.argv[1]).read())["version"])' \
+        "$MANIFEST"
+}
+
+# The admin user logs in with "admin" until this step gives them ODOO_ADMIN_USER_PASSWORD. Run on
+# every init, so that a step that failed after the install is repaired by the next one; the
+# stored hash is checked with Odoo's own crypt context, and a password the administrator chose is
+# never overwritten.
+set_admin_password() {
+    # Odoo's shell runs the script it reads on stdin; the password stays in the environment.
+    odoo shell --config "$ODOO_RUNTIME_RC" --database "$PGDATABASE" --no-http "$@" <<'PYEOF'
+import os
+import sys
+
+admin = env.ref("base.user_admin", raise_if_not_found=False)
+if admin:
+    env.cr.execute("SELECT COALESCE(password, '') FROM res_users WHERE id = %s", [admin.id])
+    [stored] = env.cr.fetchone()
+    if env["res.users"]._crypt_context().verify("admin", stored):
+        new_password = os.environ.get("ODOO_ADMIN_USER_PASSWORD")
+        if not new_password:
+            sys.exit("odoo-entrypoint: the admin user still has the password \"admin\": set "
+                     "ODOO_ADMIN_USER_PASSWORD (or ODOO_ADMIN_USER_PASSWORD_FILE) and run init again")
+        admin.password = new_password
+        env.cr.commit()
+        print("odoo-entrypoint: the admin user's password is now ODOO_ADMIN_USER_PASSWORD",
+              file=sys.stderr)
+PYEOF
 }
 
 case "${1:-odoo}" in
     init)
         shift
-        state=$(module_state) || die "cannot query database $PGDATABASE"
-        if [ "$state" = installed ]; then
-            # -i on an installed module reloads its data in init mode (records marked noupdate
-            # are rewritten): an installed module is only ever updated, by the upgrade step.
-            log "$MODULE is already installed in $PGDATABASE: nothing to do"
-            exit 0
-        fi
-        [ -n "${ODOO_ADMIN_USER_PASSWORD:-}" ] ||
-            die "ODOO_ADMIN_USER_PASSWORD (or ODOO_ADMIN_USER_PASSWORD_FILE) is not set"
-        log "installing $MODULE in $PGDATABASE"
-        # shellcheck disable=SC2086
-        odoo --config "$ODOO_RUNTIME_RC" --database "$PGDATABASE" --db-filter "^${PGDATABASE}\$" \
-            $ONE_SHOT_OPTIONS --init "$MODULE" "$@"
-        log "setting the admin user's password"
-        # Odoo's shell runs the script it reads on stdin; the password stays in the environment.
-        odoo shell --config "$ODOO_RUNTIME_RC" --database "$PGDATABASE" --no-http "$@" <<'PYEOF'
-import os
-env.ref("base.user_admin").password = os.environ["ODOO_ADMIN_USER_PASSWORD"]
-env.cr.commit()
-PYEOF
+        state=$(module_field state) || die "cannot query database $PGDATABASE"
+        case "$state" in
+            "" | uninstalled)
+                # a new install gives the admin user the password "admin": refuse before it
+                [ -n "${ODOO_ADMIN_USER_PASSWORD:-}" ] ||
+                    die "ODOO_ADMIN_USER_PASSWORD (or ODOO_ADMIN_USER_PASSWORD_FILE) is not set"
+                log "installing $MODULE in $PGDATABASE"
+                # shellcheck disable=SC2086
+                odoo --config "$ODOO_RUNTIME_RC" --database "$PGDATABASE" --db-filter "^${PGDATABASE}\$" \
+                    $ONE_SHOT_OPTIONS --init "$MODULE" "$@"
+                ;;
+            installed)
+                # -i on an installed module reloads its data in init mode (records marked
+                # noupdate are rewritten): an installed module is only ever updated, by the
+                # upgrade step.
+                log "$MODULE is already installed in $PGDATABASE: not installing it again" ;;
+            *)
+                die "$MODULE is in state '$state' in $PGDATABASE (an install or upgrade was interrupted): run $UPGRADE_COMMAND" ;;
+        esac
+        set_admin_password "$@"
         exit 0
         ;;
     upgrade)
@@ -102,6 +129,13 @@ PYEOF
         ;;
     *)
         if [ "${1:-}" = odoo ]; then shift; fi
+        installed=$(module_field "latest_version || '|' || state") ||
+            die "cannot query database $PGDATABASE"
+        if [ "${installed#*|}" = installed ]; then
+            shipped=$(manifest_version) || die "cannot read the version in $MANIFEST"
+            [ "${installed%|*}" = "$shipped" ] ||
+                die "$PGDATABASE has $MODULE ${installed%|*}, this image has $shipped: run $UPGRADE_COMMAND"
+        fi
         for arg in "$@"; do
             case "$arg" in
                 -i | -i* | --init | --init=* | -u | -u* | --update | --update=*)

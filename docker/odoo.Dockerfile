@@ -30,13 +30,14 @@ RUN pip3 install --no-cache-dir --break-system-packages -r /tmp/compute_bridge/r
 # container's anonymous volumes over to its replacement, so an old copy would hide the new one.
 COPY compute_bridge /opt/compute_bridge/addons/compute_bridge
 COPY docker/odoo.conf /etc/odoo/odoo.conf
-COPY docker/odoo-entrypoint.sh /usr/local/bin/odoo-entrypoint.sh
-RUN chmod 644 /etc/odoo/odoo.conf && chmod 755 /usr/local/bin/odoo-entrypoint.sh
+COPY docker/odoo-entrypoint.sh docker/entrypoint-lib.sh /usr/local/bin/
+RUN chmod 644 /etc/odoo/odoo.conf /usr/local/bin/entrypoint-lib.sh \
+    && chmod 755 /usr/local/bin/odoo-entrypoint.sh
 
 USER odoo
 ENV ODOO_RC=/etc/odoo/odoo.conf
 EXPOSE 8069 8072
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:8069/web/health"]
+    CMD ["curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:8069/web/health?db_server_status=1"]
 ENTRYPOINT ["/usr/local/bin/odoo-entrypoint.sh"]
 CMD ["odoo"]

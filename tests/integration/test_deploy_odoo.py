@@ -10,6 +10,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import stat
 import subprocess
 import sys
@@ -31,6 +32,7 @@ QUICK_TIMEOUT = 60
 CRON_XMLID = ("compute_bridge", "compute_service_instance_gc_cron")
 ADMIN_PASSWD = "test-master-" + secrets.token_hex(8)
 ADMIN_USER_PASSWORD = "test-admin-user-" + secrets.token_hex(8)
+UPGRADE_COMMAND = "docker compose run --rm odoo-upgrade"
 MODULE_STATE = "SELECT state FROM ir_module_module WHERE name = 'compute_bridge'"
 CRON_INTERVAL = ("SELECT interval_number FROM ir_cron WHERE id = (SELECT res_id FROM ir_model_data"
                  " WHERE module = '%s' AND name = '%s')" % CRON_XMLID)
@@ -48,6 +50,12 @@ def deployment(tmp_path_factory):
     odoo = bin_dir / "odoo"  # what the image's /usr/bin/odoo is: this Odoo, this Python
     odoo.write_text('#!/bin/sh\nPYTHONPATH=%s exec %s -m odoo "$@"\n' % (src, sys.executable))
     odoo.chmod(0o755)
+    # psql as the image has it, recording its command lines (`ps` shows them to the container)
+    psql_log = folder / "psql-argv"
+    wrapper = bin_dir / "psql"
+    wrapper.write_text('#!/bin/sh\necho "$*" >> %s\nexec %s "$@"\n'
+                       % (psql_log, shutil.which("psql")))
+    wrapper.chmod(0o755)
     database, role = database_name("deploy"), database_name("deploy_role")
     # quotes and a backslash: the init script must pass the password to SQL intact
     password = "it's a \"role\" \\ password " + secrets.token_hex(8)
@@ -55,7 +63,8 @@ def deployment(tmp_path_factory):
     psql(superuser, 'DROP ROLE IF EXISTS "%s"' % role)
     created = subprocess.run(
         [ROLE_SCRIPT], capture_output=True, text=True, timeout=QUICK_TIMEOUT, check=False,
-        env=dict(os.environ, **superuser, POSTGRES_USER=superuser["PGUSER"], POSTGRES_DB="postgres",
+        env=dict(os.environ, **superuser, PATH="%s:%s" % (bin_dir, os.environ["PATH"]),
+                 POSTGRES_USER=superuser["PGUSER"], POSTGRES_DB="postgres",
                  ODOO_DB_USER=role, ODOO_DB_PASSWORD=password, ODOO_DB_NAME=database))
     assert created.returncode == 0, created.stderr
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "ODOO_"))}
@@ -63,9 +72,10 @@ def deployment(tmp_path_factory):
                PGPORT=superuser["PGPORT"], PGUSER=role, PGPASSWORD=password, PGDATABASE=database,
                ODOO_ADMIN_PASSWD=ADMIN_PASSWD, ODOO_ADMIN_USER_PASSWORD=ADMIN_USER_PASSWORD,
                ODOO_RC=SHIPPED_CONF,
+               COMPUTE_BRIDGE_MANIFEST=os.path.join(REPO, "compute_bridge", "__manifest__.py"),
                ODOO_RUNTIME_RC=str(folder / "run" / "odoo.conf"))
     yield {"env": env, "superuser": superuser, "database": database, "role": role,
-           "folder": folder}
+           "folder": folder, "role_script_psql_argv": psql_log.read_text()}
     drop_database(superuser, database)
     psql(superuser, 'DROP ROLE IF EXISTS "%s"' % role)
 
@@ -81,6 +91,21 @@ def entrypoint(deployment, *args, timeout=ODOO_TIMEOUT, **env):
 
 def query(deployment, sql):
     return psql(deployment["superuser"], sql, deployment["database"])
+
+
+def admin_password_is(deployment, password):
+    stored = query(deployment, "SELECT password FROM res_users WHERE login = 'admin'")
+    return CryptContext(["pbkdf2_sha512", "plaintext"]).verify(password, stored)
+
+
+def set_admin_password(deployment, password):
+    hashed = CryptContext(["pbkdf2_sha512"]).hash(password)
+    query(deployment, "UPDATE res_users SET password = '%s' WHERE login = 'admin'" % hashed)
+
+
+def test_the_role_password_is_on_no_command_line(deployment):
+    """`ps` in the db container shows psql's command line while the role script runs."""
+    assert deployment["env"]["PGPASSWORD"] not in deployment["role_script_psql_argv"]
 
 
 def test_odoo_role_is_not_a_superuser_and_owns_its_database(deployment):
@@ -112,10 +137,8 @@ def test_init_installs_the_addon_as_that_role(deployment):
     assert not re.search(r"^\S+ \S+ \d+ (ERROR|CRITICAL) ", result.stderr, re.M), (
         result.stderr[-5000:])
     # the admin user's password is the operator's, not "admin"
-    stored = query(deployment, "SELECT password FROM res_users WHERE login = 'admin'")
-    context = CryptContext(["pbkdf2_sha512", "plaintext"])
-    assert context.verify(ADMIN_USER_PASSWORD, stored)
-    assert not context.verify("admin", stored)
+    assert admin_password_is(deployment, ADMIN_USER_PASSWORD)
+    assert not admin_password_is(deployment, "admin")
 
 
 def test_init_again_leaves_an_installed_addon_and_its_data_alone(deployment):
@@ -123,13 +146,44 @@ def test_init_again_leaves_an_installed_addon_and_its_data_alone(deployment):
     change to a noupdate record (the clean-up cron) would be undone."""
     query(deployment, "UPDATE ir_cron SET interval_number = 7 WHERE id = (SELECT res_id FROM "
           "ir_model_data WHERE module = '%s' AND name = '%s')" % CRON_XMLID)
+    # the password step failed after the install (its `odoo shell` killed): admin/admin is left
+    set_admin_password(deployment, "admin")
     result = entrypoint(deployment, "init")
     assert result.returncode == 0, result.stderr[-5000:]
     assert "already installed" in result.stderr
     assert query(deployment, CRON_INTERVAL) == "7"
+    assert admin_password_is(deployment, ADMIN_USER_PASSWORD), "init again repairs it"
+
+
+def test_init_never_overwrites_a_password_the_administrator_chose(deployment):
+    set_admin_password(deployment, "chosen-by-the-administrator")
+    result = entrypoint(deployment, "init", ODOO_ADMIN_USER_PASSWORD="")
+    assert result.returncode == 0, result.stderr[-5000:]
+    assert admin_password_is(deployment, "chosen-by-the-administrator")
+
+
+def test_the_server_refuses_a_database_of_another_version(deployment):
+    """A new image started before `odoo-upgrade`: the database has the previous version."""
+    installed = query(deployment, "SELECT latest_version FROM ir_module_module WHERE name = "
+                      "'compute_bridge'")
+    query(deployment, "UPDATE ir_module_module SET latest_version = '18.0.0.0.1' WHERE name = "
+          "'compute_bridge'")
+    try:
+        result = entrypoint(deployment, "odoo", timeout=QUICK_TIMEOUT)
+    finally:
+        query(deployment, "UPDATE ir_module_module SET latest_version = '%s' WHERE name = "
+              "'compute_bridge'" % installed)
+    assert result.returncode != 0
+    assert "18.0.0.0.1" in result.stderr and installed in result.stderr
+    assert UPGRADE_COMMAND in result.stderr
 
 
 def test_upgrade_updates_the_addon_and_keeps_noupdate_data(deployment):
+    """From an interrupted upgrade, which the init step refuses and names this step for."""
+    query(deployment, "UPDATE ir_module_module SET state = 'to upgrade' WHERE name = "
+          "'compute_bridge'")
+    refused = entrypoint(deployment, "init", timeout=QUICK_TIMEOUT)
+    assert refused.returncode != 0 and UPGRADE_COMMAND in refused.stderr, refused.stderr
     result = entrypoint(deployment, "upgrade")
     assert result.returncode == 0, result.stderr[-5000:]
     assert re.search(r"odoo\.modules\.loading: updating modules list", result.stderr)

@@ -31,13 +31,15 @@ SECRETS = {
     "POSTGRES_PASSWORD": "test-postgres-superuser-password",
     "ODOO_DB_PASSWORD": "test-odoo-role-password",
     "ODOO_ADMIN_PASSWD": "test-odoo-master-password",
-    "ODOO_ADMIN_USER_PASSWORD": "test-odoo-admin-user-password",
     "RABBITMQ_PASSWORD": "test-broker-password",
     "HEARTBEAT_SECRET": "test-heartbeat-secret",
 }
+# Read by the init step only, while Odoo's admin user still has the password "admin" (the
+# entrypoint refuses to install without it): not required by compose.
+INIT_SECRET = {"ODOO_ADMIN_USER_PASSWORD": "test-odoo-admin-user-password"}
 # Every variable the file reads: a developer's shell must not change what is checked.
-OPTIONAL = ("ODOO_DB_USER", "ODOO_DB_NAME", "RABBITMQ_USER", "RABBITMQ_VHOST",
-            "HEARTBEAT_INTERVAL", "COMPUTE_BRIDGE_VERSION")
+OPTIONAL = ("ODOO_ADMIN_USER_PASSWORD", "ODOO_DB_USER", "ODOO_DB_NAME", "RABBITMQ_USER",
+            "RABBITMQ_VHOST", "HEARTBEAT_INTERVAL", "COMPUTE_BRIDGE_VERSION")
 
 
 def compose_command():
@@ -72,7 +74,7 @@ def run_config(tmp_path, variables, *files):
 
 @pytest.fixture(scope="module")
 def compose(tmp_path_factory):
-    result = run_config(tmp_path_factory.mktemp("compose"), SECRETS)
+    result = run_config(tmp_path_factory.mktemp("compose"), dict(SECRETS, **INIT_SECRET))
     assert result.returncode == 0, "docker-compose config failed:\n" + result.stderr
     return yaml.safe_load(result.stdout)
 
@@ -156,7 +158,7 @@ def test_refuses_an_empty_secret(tmp_path, empty):
 
 def test_every_secret_in_the_containers_comes_from_the_operator(compose):
     """Each password-like variable a container gets holds one of the operator's values."""
-    values = set(SECRETS.values())
+    values = set(SECRETS.values()) | set(INIT_SECRET.values())
     for name, service in compose["services"].items():
         for key, value in environment(service).items():
             if re.search(r"PASS|SECRET|PASSWD|BROKER_URL|AMQP_URI", key):
@@ -184,7 +186,7 @@ def test_the_example_env_file_lists_every_secret_empty():
     with open(os.path.join(REPO, ".env.example")) as handle:
         assignments = dict(line.strip().split("=", 1) for line in handle
                            if "=" in line and not line.startswith("#"))
-    assert {name: "" for name in SECRETS} == assignments
+    assert {name: "" for name in {**SECRETS, **INIT_SECRET}} == assignments
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,9 +290,41 @@ def test_init_and_upgrade_are_one_shot_steps(compose):
     assert upgrade["restart"] == "no"
 
 
-def test_odoo_health_is_checked_on_web_health(compose):
+def test_only_the_init_step_gets_the_admin_user_password(compose, tmp_path):
+    for name in ("odoo", "odoo-upgrade"):
+        assert "ODOO_ADMIN_USER_PASSWORD" not in environment(compose["services"][name]), name
+    init = environment(compose["services"]["odoo-init"])
+    assert init["ODOO_ADMIN_USER_PASSWORD"] == INIT_SECRET["ODOO_ADMIN_USER_PASSWORD"]
+    assert init["PGPASSWORD"] == SECRETS["ODOO_DB_PASSWORD"], "the rest of the Odoo environment"
+    # the server keeps starting once the admin user has a password and .env no longer has it
+    assert run_config(tmp_path, SECRETS).returncode == 0
+
+
+def test_odoo_health_asks_for_the_database_server(compose):
+    """/web/health alone answers 200 with PostgreSQL down; db_server_status=1 answers 500."""
     check = " ".join(as_list(compose["services"]["odoo"]["healthcheck"]["test"]))
-    assert "http://127.0.0.1:8069/web/health" in check
+    assert "http://127.0.0.1:8069/web/health?db_server_status=1" in check
+    image_check = [args for keyword, args in dockerfile_instructions("docker/odoo.Dockerfile")
+                   if keyword == "HEALTHCHECK"][-1]
+    assert "/web/health?db_server_status=1" in image_check
+
+
+def test_one_shot_steps_have_no_health_check(compose):
+    """They inherit the image's HEALTHCHECK, which asks an HTTP server they never start."""
+    for name in ("odoo-init", "odoo-upgrade"):
+        # docker-compose 1.29 prints `disable: true` as Docker's own form, test: [NONE]
+        assert compose["services"][name]["healthcheck"] in ({"disable": True},
+                                                            {"test": ["NONE"]}), name
+
+
+def test_the_odoo_image_ships_no_python_tests():
+    with open(os.path.join(REPO, ".dockerignore")) as handle:
+        ignored = {line.strip().strip("/") for line in handle if not line.startswith("#")}
+    assert "compute_bridge/tests" in ignored
+    with open(os.path.join(REPO, "compute_bridge", "__manifest__.py")) as handle:
+        manifest = ast.literal_eval(handle.read())
+    listed = [path for key in ("data", "demo") for path in manifest.get(key, [])]
+    assert not [path for path in listed if path.startswith("tests/")]
 
 
 def test_odoo_runs_the_built_image_with_the_addon_in_it(compose):
@@ -389,7 +423,7 @@ def test_pip_installs_pinned_requirements_without_shadowing(dockerfile):
             for line in handle:
                 line = line.split("#")[0].strip()
                 if line and not line.startswith("-"):
-                    assert "==" in line or line.startswith("setuptools<"), (
+                    assert "==" in line, (
                         "%s: %s is not pinned" % (source[0], line))
 
 

@@ -1,8 +1,8 @@
 """docker/services-healthcheck.py, the services image's HEALTHCHECK, run as Docker runs it.
 
 Real processes: a real HTTP server stands in for /health (a file named ``health`` answers 200, no
-file answers 404), and a ``sleep`` renamed ``nameko-run-standin`` stands in for ``nameko run``
-as a child of this test process, which plays Docker's init.
+file answers 404), and a Python process with ``nameko run`` in its argv stands in for
+``nameko run`` as a child of this test process, which plays Docker's init.
 """
 
 import os
@@ -61,9 +61,12 @@ def standin():
     started = []
 
     def start(ignore_term=False):
-        trap = "trap '' TERM; " if ignore_term else ""
-        process = subprocess.Popen(["bash", "-c", trap + "exec -a nameko-run-standin sleep 60"])
-        wait_until(lambda: "nameko" in open("/proc/%d/cmdline" % process.pid).read(), "exec")
+        trap = "signal.signal(signal.SIGTERM, signal.SIG_IGN); " if ignore_term else ""
+        code = "import signal, sys, time; %ssys.stdout.write('ready\\n'); sys.stdout.flush(); " \
+               "time.sleep(60)" % trap
+        process = subprocess.Popen([sys.executable, "-c", code, "nameko", "run", "services"],
+                                   stdout=subprocess.PIPE)
+        assert process.stdout.readline() == b"ready\n"
         started.append(process)
         return process
 
@@ -74,9 +77,10 @@ def standin():
             process.wait()
 
 
-def run_check(url, tmp_path):
-    env = dict(os.environ, HEALTHCHECK_URL=url, HEALTHCHECK_INIT_PID=str(os.getpid()),
+def run_check(url, tmp_path, init_pid=None, start_period=0):
+    env = dict(os.environ, HEALTHCHECK_URL=url, HEALTHCHECK_INIT_PID=str(init_pid or os.getpid()),
                HEALTHCHECK_RESTART_AFTER=str(RESTART_AFTER),
+               HEALTHCHECK_START_PERIOD=str(start_period),
                HEALTHCHECK_FAILURES_FILE=str(tmp_path / "failures"))
     return subprocess.run([sys.executable, CHECK], env=env, capture_output=True, text=True,
                           timeout=START_TIMEOUT, check=False)
@@ -132,3 +136,55 @@ def test_a_success_resets_the_count(health_server, standin, tmp_path):
     (folder / "health").unlink()
     assert run_check(url, tmp_path).returncode == 1
     assert process.poll() is None, "failures that are not in a row must not stop the services"
+
+
+# Docker's init: its argv holds the command ("docker-init -- entrypoint nameko run ..."), and it
+# runs the real `nameko run` as its child.
+FAKE_INIT = (
+    "import subprocess, sys, time\n"
+    "child = subprocess.Popen([sys.executable, '-c', 'import sys, time; print(\"ready\", "
+    "flush=True); time.sleep(60)', 'nameko', 'run', 'services'], stdout=subprocess.PIPE)\n"
+    "child.stdout.readline()\n"
+    "print(child.pid, flush=True)\n"
+    "child.wait()\n"
+    "time.sleep(60)\n"
+)
+
+
+def test_the_init_process_is_never_signalled_its_nameko_child_is(health_server, tmp_path):
+    url, _ = health_server
+    init = subprocess.Popen([sys.executable, "-c", FAKE_INIT, "--", "/usr/local/bin/entrypoint.sh",
+                             "nameko", "run", "services"], stdout=subprocess.PIPE)
+    try:
+        child = int(init.stdout.readline())
+        outputs = [run_check(url, tmp_path, init_pid=init.pid).stdout
+                   for _ in range(RESTART_AFTER)]
+        assert "stopping nameko run (pid %d) with SIGTERM" % child in outputs[-1], outputs
+        assert "pid %d " % init.pid not in "".join(outputs)
+        time.sleep(POLL * 4)
+        assert init.poll() is None, "the init process was signalled"
+    finally:
+        init.kill()
+        init.wait()
+
+
+def test_a_new_nameko_process_starts_a_new_count(health_server, standin, tmp_path):
+    """The counter file outlives a container restart: the new process must not inherit it."""
+    url, _ = health_server
+    first = standin()
+    for _ in range(RESTART_AFTER):
+        run_check(url, tmp_path)
+    assert first.wait(timeout=START_TIMEOUT) == -signal.SIGTERM
+    second = standin()
+    result = run_check(url, tmp_path)
+    assert "failure 1 of" in result.stdout, result.stdout
+    assert second.poll() is None
+
+
+def test_failures_in_the_start_period_are_not_counted(health_server, standin, tmp_path):
+    url, _ = health_server
+    process = standin()
+    results = [run_check(url, tmp_path, start_period=600) for _ in range(RESTART_AFTER + 1)]
+    assert all(result.returncode == 1 for result in results)
+    assert "not counted" in results[-1].stdout, results[-1].stdout
+    assert process.poll() is None
