@@ -9,7 +9,7 @@ from odoo.tests import BaseCase
 from .. import rpc
 from ..rpc import client
 from .common import BROKER_URL, CLOSED_PORT_URL, SECRET
-from .test_rpc_core import MARGIN, call_within
+from .test_rpc_core import MARGIN, MisbehavingPeer, call_within
 
 LIVE_TIMEOUT = 1.0  # seconds: short, so the timeout tests are quick
 SLACK = 1.0  # unreachable/timeout must fail within timeout + 1 s
@@ -98,6 +98,16 @@ class TestRpcLive(BaseCase):
             if outcome.error is None:
                 self.assertEqual(outcome.value, a + b)
         self.assertEqual(rpc.call(self.config, "compute", "method", 2, 2), 4)
+
+    def test_failover_passes_a_node_that_hangs(self):
+        """The first broker of a failover list accepts and never answers: the next one is
+        tried within the same call, not after the whole deadline went to the first."""
+        peer = MisbehavingPeer(drip=False)
+        self.addCleanup(peer.close)
+        config = rpc.BridgeConfig("%s;%s" % (peer.url, BROKER_URL), FROZEN_TIMEOUT, False)
+        done = call_within(self, FROZEN_TIMEOUT + MARGIN, rpc.call, config,
+                           "compute", "method", 20, 22)
+        self.assertEqual(done.get("result"), 42, repr(done))
 
     def test_frozen_service_fails_a_whole_batch_within_one_timeout(self):
         """A consumer that takes the requests and never answers (a frozen ``nameko run``):
