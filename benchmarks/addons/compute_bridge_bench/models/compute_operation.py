@@ -22,5 +22,7 @@ class ComputeOperation(models.Model):
         config = read_config(self.env["ir.config_parameter"].sudo().get_param, os.environ)
         with ClusterRpcProxy({"AMQP_URI": config.broker_url}, timeout=config.timeout) as rpc:
             for operation in self:
-                operation.result = rpc.compute.method(operation.field_1, operation.field_2)
+                # the bridge's own path: a plain write of the result is refused to clients
+                operation._write_bridge_fields(
+                    {"result": rpc.compute.method(operation.field_1, operation.field_2)})
         return True
