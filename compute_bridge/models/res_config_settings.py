@@ -118,8 +118,9 @@ class ResConfigSettings(models.TransientModel):
         title = self.env._("Test connection: %s", mask_url(config.broker_url))
         try:
             probe = probe_compute(config)
-        except BridgeError as error:  # str() is readable and has the password masked
-            return self._compute_bridge_test_notification(title, str(error), "danger")
+        except BridgeError as error:  # worded as on the records, in the user's language
+            message = self.env["compute.operation"]._bridge_error_message(error)
+            return self._compute_bridge_test_notification(title, message, "danger")
         if self.compute_bridge_broker_url_from_env:
             message = self.env._(
                 "Broker and compute service reachable with this URL, but operations use %s, "
