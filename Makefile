@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all venv run test test-services test-odoo lint bench readme clean
+.PHONY: all venv run test test-services test-odoo lint bench readme diagrams clean
 
 all: test
 
@@ -43,6 +43,10 @@ bench: venv
 ## compute_bridge/README.rst and static/description/index.html from compute_bridge/readme/*.md.
 readme: venv
 	$(VENV)/bin/python tools/gen_addon_readme.py
+
+## docs/*.svg from docs/*.dot (Graphviz dot: apt-get install graphviz).
+diagrams:
+	$(PYTHON) tools/gen_diagrams.py
 
 clean:
 	-$(PYTHON) tools/stack.py down

@@ -5,7 +5,7 @@
     odoo-src [--no-download] print the Odoo 18.0 source folder, or nothing
     odoo-launcher            print the script that starts Odoo from that folder
     odoo-conf FILE [--http-port N] [--set KEY=VALUE ...]   write our Odoo configuration
-    ensure-tools             apt-get install docker-compose, gettext, chromium if missing
+    ensure-tools             apt-get install docker-compose, gettext, chromium, graphviz if missing
     with-services CMD...     run CMD while `nameko run services` runs (needs the venv)
     run                      `make run` (needs the venv)
 
@@ -33,6 +33,7 @@ TEST_TOOLS = {
     "docker-compose": "docker-compose",  # tests/unit/test_compose.py: `docker-compose config`
     "msgfmt": "gettext",  # checks the addon's .po files
     "chromium": "chromium",  # Odoo's browser (tour) tests
+    "dot": "graphviz",  # tests/unit/test_diagrams.py redraws docs/*.svg (make diagrams)
 }
 
 
