@@ -44,6 +44,7 @@ def measure(name, value):
 
 
 COMPUTE_QUEUE = "rpc-compute"
+SLOW_QUEUE = "rpc-slow"  # slow_services.py's SlowService
 EMPTY_VHOST = "cb-faults-empty"  # a vhost where no service ever ran
 BROKER_USER = "cb_faults"
 
@@ -155,8 +156,8 @@ class ServiceProcess(NamekoRun):
         """How many requests this slow_services instance has started."""
         return self.log().count("slow-compute ")
 
-    def consuming(self, broker):
-        return bool(self.local_ports() & set(broker.consumer_ports()))
+    def consuming(self, broker, queue=COMPUTE_QUEUE):
+        return bool(self.local_ports() & set(broker.consumer_ports(queue)))
 
 
 class ServiceFleet:
@@ -182,7 +183,15 @@ class ServiceFleet:
             "FAULTS_COMPUTE_DELAY": str(delay),
         })
 
-    def start(self, module="services", wait=True, extra_env=None):
+    def start_slow_service(self, delay):
+        """Only the ``slow`` service of tests/faults/slow_services.py: ``slow.method`` adds
+        after ``delay`` s. Stop it at the end (it is one of :attr:`running`)."""
+        return self.start("slow_services:SlowService", queue=SLOW_QUEUE, extra_env={
+            "PYTHONPATH": os.path.dirname(os.path.abspath(__file__)),
+            "FAULTS_SLOW_DELAY": str(delay),
+        })
+
+    def start(self, module="services", wait=True, extra_env=None, queue=COMPUTE_QUEUE):
         self._count += 1
         label = "services-%d" % self._count
         env = dict(os.environ)
@@ -193,8 +202,8 @@ class ServiceFleet:
         self.processes.append(service)
         if wait:
             try:
-                wait_until(lambda: not service.alive or service.consuming(self.broker), 60,
-                           what="%s consuming %s" % (label, COMPUTE_QUEUE))
+                wait_until(lambda: not service.alive or service.consuming(self.broker, queue),
+                           60, what="%s consuming %s" % (label, queue))
             except TimeoutError:
                 raise RuntimeError("%s did not start:\n%s"
                                    % (label, service.log()[-3000:])) from None
@@ -341,22 +350,38 @@ class JsonRpc:
 
 # ---------------------------------------------------------------------------------------------
 class OdooServer(odoo_server.OdooServer):
-    """Odoo on one database, prefork (``workers``) or threaded, with its own log file."""
+    """Odoo on one database, prefork (``workers``) or threaded (``workers=0``), with its own log
+    file. ``cron_threads``: Odoo's max_cron_threads (cron workers in prefork); 0 runs no
+    scheduled action, and no background call. ``name`` keeps the files of several servers on one
+    database apart; it is also their PostgreSQL application_name (``<name>-<pid>``), which tells
+    which process wrote a row."""
 
-    def __init__(self, odoo_src, db, run_dir, workers=4):
+    def __init__(self, odoo_src, db, run_dir, workers=4, cron_threads=0, name="odoo"):
         self.workers = workers
-        self.log_path = os.path.join(run_dir, "odoo-server.log")
-        self.init_log_path = os.path.join(run_dir, "odoo-init.log")
+        self.name = name
+        self.log_path = os.path.join(run_dir, name + "-server.log")
+        self.init_log_path = os.path.join(run_dir, name + "-init.log")
         port = free_port()
-        conf = os.path.join(run_dir, "odoo-faults.conf")
+        conf = os.path.join(run_dir, name + "-faults.conf")
         data_dir = os.path.join(run_dir, "odoo-data")
         odoo_server.write_odoo_conf(conf, port, [
             "data_dir=" + data_dir, "db_name=" + db,
-            "dbfilter=^%s$" % db, "gevent_port=%d" % free_port(), "max_cron_threads=0",
+            "dbfilter=^%s$" % db, "gevent_port=%d" % free_port(),
+            "max_cron_threads=%d" % cron_threads,
             "limit_time_real=120", "limit_time_cpu=60"])
         # The broker must come from the system parameter the tests set, not from a stray env.
-        super().__init__(odoo_src, conf, db, port, env={"COMPUTE_BRIDGE_BROKER_URL": None},
-                         data_dir=data_dir)
+        super().__init__(odoo_src, conf, db, port, data_dir=data_dir, env={
+            "COMPUTE_BRIDGE_BROKER_URL": None, "ODOO_PGAPPNAME": name + "-{pid}"})
+
+    def kill(self):
+        """SIGKILL to the whole process group (master and workers): a crash, no cleanup."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(15)
+
+    @property
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
 
     def create_db(self, timeout=420):
         self.drop_db()
