@@ -16,6 +16,9 @@ Phases (each prints median and p90 per variant, N, and the ratios between varian
    action_suma_blog) vs ours (action_suma on one record) vs a no-op read;
 3. 1,000 records in one action_suma vs 1,000 raw pipelined call_async on a persistent proxy;
 5. the Odoo server's RSS and the broker's queue count before and after 10,000 calls;
+6. background calls: the "Suma in background" click (action_suma_queue) vs Odoo's own no-op
+   write over XML-RPC, then 10,000 queued calls drained by the server's cron thread vs 10,000 raw
+   pipelined call_async to the same services;
 4. services throughput with 1 and 2 `nameko run` instances (last: it needs the CPU to itself).
 
 Numbers are for comparison within one run; nothing here asserts on time.
@@ -64,6 +67,11 @@ TARGET_CLICK_AIM = 3.0
 TARGET_INPROC_OVERHEAD = 1.2  # pooled call / raw persistent call, at most
 TARGET_BATCH_RATIO = 0.9  # raw pipelined time / batch time, at least
 TARGET_THROUGHPUT = 1000.0  # calls/s with 2 instances, at least
+TARGET_QUEUE_CLICK = 1.2  # queue click / Odoo's no-op write, at most
+TARGET_DRAIN_RATIO = 0.8  # background drain rate / raw pipelined rate, at least
+DRAIN_TIMEOUT = 900  # seconds for the cron thread to drain the background calls
+DRAIN_POLL = 0.25  # seconds between two counts of the calls left
+QUEUE_CHUNK = 1000  # records created and queued per XML-RPC request
 RSS_TOLERANCE_KIB = 8 * 1024  # RSS may wobble this much (allocator arenas) without a leak
 
 # Sizes. --quick divides most of them, for trying the harness out.
@@ -73,6 +81,7 @@ SIZES = {
     "batch_records": 1000, "batch_reps": 3,
     "soak_calls": 10000, "soak_click_share": 0.2, "soak_threads": 4,
     "throughput_calls": 4000, "throughput_clients": 2, "throughput_window": 40,
+    "queue_rounds": 10, "queue_per_round": 10, "drain_calls": 10000,
 }
 
 VHOST = os.environ.get("BENCH_VHOST", "compute_bridge_bench")
@@ -153,6 +162,10 @@ class BenchOdoo(OdooServer):
                          output=os.path.join(BENCH_DIR, "odoo-server.log"),
                          env={"COMPUTE_BRIDGE_BROKER_URL": amqp_uri}, data_dir=data_dir)
         self.amqp_uri = amqp_uri
+
+    def start_with_cron(self):
+        """The same server with one cron thread: it runs the background calls."""
+        self.start("--max-cron-threads=1")
 
     def prepare(self, fresh=False):
         """Create the benchmark database (or update its modules), in a process of its own, so
@@ -414,6 +427,110 @@ def phase_soak(report, client, odoo, admin, ids, sizes, results):
                                after["connections"] - middle["connections"]))
 
 
+CALL_MODEL = "compute.bridge.call"
+OPEN_CALL_STATES = ("queued", "sent")
+
+
+def has_background_calls(client):
+    return bool(client.execute("ir.model", "search_count", [("model", "=", CALL_MODEL)]))
+
+
+def open_calls(client, domain=()):
+    return client.execute(CALL_MODEL, "search_count",
+                          [("state", "in", list(OPEN_CALL_STATES)), *domain])
+
+
+def phase_queue_click(report, client, sizes, results):
+    """(6a) on the server without cron threads: queuing is all the click does."""
+    report.header("(6a) the \"Suma in background\" click over XML-RPC vs Odoo's own no-op write "
+                  "(server without cron threads: the calls stay queued)")
+    total = 10 + sizes["queue_rounds"] * sizes["queue_per_round"]
+    fresh = iter(client.execute("compute.operation", "create",
+                                [{"field_1": i, "field_2": 0.5} for i in range(total)]))
+    partner = client.execute("res.users", "read", [client.uid],
+                             fields=["partner_id"])[0]["partner_id"][0]
+
+    def queue_click():  # a record never queued before: the click queues one call
+        client.execute("compute.operation", "action_suma_queue", [next(fresh)])
+
+    def noop_write():  # one row written with the value it already has
+        client.execute("res.partner", "write", [partner], {"ref": "bench"})
+
+    variants = [("queue: action_suma_queue on 1 record", queue_click),
+                ("no-op: res.partner write (same value)", noop_write)]
+    for _ in range(5):
+        for _name, operation in variants:
+            operation()
+    samples = interleaved(variants, sizes["queue_rounds"], sizes["queue_per_round"])
+    queue_med, noop_med = (report.timing(name, samples[name]) for name, _ in variants)
+    report.ratio("queue click / no-op write", queue_med / noop_med)
+    results["queue_click_ratio"] = queue_med / noop_med
+
+
+def queue_backlog(report, client, count):
+    """``count`` operations created and queued, in chunks; their ids."""
+    started = time.perf_counter()
+    ids = []
+    for offset in range(0, count, QUEUE_CHUNK):
+        end = min(count, offset + QUEUE_CHUNK)
+        chunk = client.execute("compute.operation", "create",
+                               [{"field_1": i, "field_2": 0.25} for i in range(offset, end)])
+        client.execute("compute.operation", "action_suma_queue", chunk)
+        ids.extend(chunk)
+    report.line("  %d records created and queued in %.1f s (%d per request), no cron thread "
+                "running" % (count, time.perf_counter() - started, QUEUE_CHUNK))
+    return ids
+
+
+def phase_drain(report, odoo, raw, ids, pending, results):
+    """(6b) the server restarted with a cron thread drains the backlog queued in (6a):
+    ``pending`` calls, the ``ids``' and those of the clicks measured in (6a)."""
+    n = len(ids)
+    report.header("(6b) %d background calls drained by one cron thread vs %d raw pipelined "
+                  "call_async (services: 1 instance)" % (n, n))
+    started = time.perf_counter()
+    odoo.start_with_cron()
+    answered = time.perf_counter()
+    client = OdooClient(odoo.url)
+    mine = [("res_model", "=", "compute.operation"), ("res_id", "in", ids)]
+    wait_until(lambda: open_calls(client) == 0, DRAIN_TIMEOUT, interval=DRAIN_POLL,
+               what="the background calls drained")
+    drained = time.perf_counter() - answered
+    states = {state: client.execute(CALL_MODEL, "search_count", [*mine, ("state", "=", state)])
+              for state in ("done", "failed", "cancelled")}
+    sample = client.execute("compute.operation", "read", ids[-3:], fields=["field_1", "result",
+                                                                            "state"])
+    if states.get("done") != n or any(row["state"] != "done"
+                                      or row["result"] != row["field_1"] + 0.25
+                                      for row in sample):
+        raise SystemExit("the background calls did not all compute their sums: %r %r"
+                         % (states, sample))
+    report.line("  server restarted with a cron thread: answered after %.1f s; every call done "
+                "%.2f s later" % (answered - started, drained))
+
+    def pipelined():
+        replies = [raw.compute.method.call_async(i, 0.25) for i in range(n)]
+        for i, reply in enumerate(replies):
+            assert reply.result() == i + 0.25
+
+    raw_started = time.perf_counter()
+    pipelined()
+    raw_seconds = time.perf_counter() - raw_started
+    drain_rate, raw_rate = pending / drained, n / raw_seconds
+    report.line("  background drain %8.0f calls/s  (%d in %.2f s, from the server answering; "
+                "%d of them queued by the clicks of 6a)" % (drain_rate, pending, drained,
+                                                            pending - n))
+    report.line("  raw pipelined    %8.0f calls/s  (%d in %.2f s)" % (raw_rate, n, raw_seconds))
+    report.ratio("background drain rate / raw pipelined rate", drain_rate / raw_rate)
+    results["drain_ratio"] = drain_rate / raw_rate
+    # The benchmark database is kept between runs: its call rows go now, not after the
+    # retention the daily cleanup keeps.
+    call_ids = client.execute(CALL_MODEL, "search", mine)
+    client.execute(CALL_MODEL, "unlink", call_ids)
+    report.line("  rows: %d call rows of this run deleted; %d left in compute_bridge_call"
+                % (len(call_ids), client.execute(CALL_MODEL, "search_count", [])))
+
+
 def run_load(amqp_uri, calls, clients, window):
     """Start `clients` load processes, release them together, return calls/s over the run."""
     script = os.path.join(REPO, "benchmarks", "load.py")
@@ -505,6 +622,15 @@ def print_targets(report, results):
     add("services >= %d calls/s with 2 instances" % TARGET_THROUGHPUT, value,
         value is not None and value >= TARGET_THROUGHPUT,
         "measured %.0f calls/s" % value if value is not None else "not measured")
+    value = results.get("queue_click_ratio")
+    add("\"Suma in background\" click <= %.1fx Odoo's own no-op write over XML-RPC"
+        % TARGET_QUEUE_CLICK, value, value is not None and value <= TARGET_QUEUE_CLICK,
+        "measured %.3fx (queue click median / no-op write median)" % value
+        if value is not None else "not measured")
+    value = results.get("drain_ratio")
+    add("background calls drain >= %.1fx the rate of raw pipelined nameko calls"
+        % TARGET_DRAIN_RATIO, value, value is not None and value >= TARGET_DRAIN_RATIO,
+        "measured %.3fx" % value if value is not None else "not measured")
     value = results.get("soak_ok")
     add("no growth in Odoo memory or broker queues over 10,000 calls", value, bool(value),
         results.get("soak_detail", "not measured"))
@@ -519,15 +645,16 @@ def _terminated(signum, _frame):
 def parse_args():
     parser = argparse.ArgumentParser(description="compute_bridge benchmarks")
     parser.add_argument("--quick", action="store_true", help="small sizes, to try the harness")
-    parser.add_argument("--phases", default="1,2,3,5,4",
-                        help="comma-separated phases to run (default all: 1,2,3,5,4)")
+    parser.add_argument("--phases", default="1,2,3,5,6,4",
+                        help="comma-separated phases to run (default all: 1,2,3,5,6,4)")
     parser.add_argument("--fresh-db", action="store_true", help="drop the benchmark database")
     args = parser.parse_args()
     args.phases = set(args.phases.split(","))
     sizes = dict(SIZES)
     if args.quick:
         sizes.update(inproc_rounds=4, inproc_per_round=10, click_rounds=4, click_per_round=5,
-                     batch_reps=1, soak_calls=2000, throughput_calls=1000)
+                     batch_reps=1, soak_calls=2000, throughput_calls=1000, queue_rounds=4,
+                     queue_per_round=5, drain_calls=1000)
     for key, value in sizes.items():  # e.g. BENCH_SOAK_THREADS=3 tools/bench.sh
         override = os.environ.get("BENCH_" + key.upper())
         if override:
@@ -581,6 +708,20 @@ def odoo_phases(report, args, sizes, results, amqp_uri, admin, raw, running):
         ids = phase_batch(report, client, raw.get(), sizes, results)
         if "5" in args.phases:
             phase_soak(report, client, odoo, admin, ids, sizes, results)
+    if "6" in args.phases:
+        if has_background_calls(client):
+            if open_calls(client):  # left by an interrupted run: not ours to measure
+                client.execute(CALL_MODEL, "unlink", client.execute(
+                    CALL_MODEL, "search", [("state", "in", list(OPEN_CALL_STATES))]))
+            phase_queue_click(report, client, sizes, results)
+            backlog = queue_backlog(report, client, sizes["drain_calls"])
+            pending = open_calls(client)
+            odoo.stop()
+            phase_drain(report, odoo, raw.get(), backlog, pending, results)
+        else:
+            report.line("")
+            report.line("!!! no background calls (compute.bridge.call) in this addon: phase 6 "
+                        "skipped")
     odoo.stop()
     running["odoo"] = None
 
@@ -611,7 +752,7 @@ def main():
         services.start(1)
         if "1" in args.phases:
             phase_inproc(report, amqp_uri, raw.get(), sizes, results)
-        if args.phases & {"2", "3", "5"}:
+        if args.phases & {"2", "3", "5", "6"}:
             odoo_phases(report, args, sizes, results, amqp_uri, admin, raw, running)
         raw.stop()
         if "4" in args.phases:
