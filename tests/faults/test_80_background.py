@@ -207,7 +207,9 @@ def test_rolled_back_queuing_sends_nothing(odoo, drainers, bridge, fleet, pg):
         "raise UserError('rolled back on purpose')\n" % (base + 50)))
     with pytest.raises(RpcError) as raised:
         run_action(bridge, action, ops)
-    assert "rolled back on purpose" in raised.value.message
+    # fault 2: the UserError itself (any other exception, e.g. no such method, is fault 1)
+    assert (raised.value.kind, raised.value.message) == (2, "rolled back on purpose"), \
+        raised.value.message[-2000:]
     assert op_states(pg, ops) == {"draft": 3}
     assert calls_of_ops(pg, ops) == {}
     assert sql(pg, "SELECT count(*) FROM compute_bridge_call WHERE args_json LIKE %s",
