@@ -1,3 +1,5 @@
+from . import compute_bridge
+from . import compute_bridge_call
 from . import compute_operation
 from . import compute_service_instance
 from . import ir_config_parameter

@@ -6,25 +6,13 @@ The model stays thin: it reads the configuration with :func:`..rpc.read_config`,
 
 import logging
 import math
-import os
+import uuid
 
 from odoo import api, fields, models
 from odoo.exceptions import UserError, ValidationError
 from odoo.tools import SQL
 
-from ..rpc import (
-    BridgeError,
-    BrokerUnreachable,
-    CallOutcome,
-    InvalidBrokerUrl,
-    InvalidOperands,
-    RemoteFailure,
-    ServiceTimeout,
-    ServiceUnavailable,
-    call,
-    call_many,
-    read_config,
-)
+from ..rpc import BridgeError, CallOutcome, InvalidOperands
 
 _logger = logging.getLogger(__name__)
 
@@ -34,24 +22,25 @@ MAX_SUMS_IN_NOTIFICATION = 10  # a notification listing 200 sums is unreadable
 # Hostile operands (megabyte strings, bidi controls) are quoted this short in errors.
 MAX_REPR_LENGTH = 60
 
-DRAFT, DONE, FAILED = "draft", "done", "failed"
+DRAFT, QUEUED, SENT, DONE, FAILED = "draft", "queued", "sent", "done", "failed"
+BACKGROUND_CALLBACK = "_on_background_sum"
 OPERAND_FIELDS = ("field_1", "field_2")
 # What a computation leaves on the record. Only the bridge writes these, through
 # ComputeOperation._write_bridge_fields: a client that could write them could show a sum the
 # service never computed, in the name of someone who never pressed Suma.
-BRIDGE_FIELDS = frozenset(
-    {"result", "state", "error_message", "duration", "computed_by", "computed_on"})
+BRIDGE_FIELDS = frozenset({"result", "state", "error_message", "duration", "computed_by",
+                           "computed_on", "bridge_call_id"})
 # ``name`` is computed from the operands: a written one would label the record with other numbers.
 CLIENT_READONLY_FIELDS = BRIDGE_FIELDS | {"name"}
 # The states in which nothing is under way, so an operand may change (making the result stale).
-# A call under way (the background states, queued and sent, once they exist) computes the
-# operands it was given: changing them then would store a result that belongs to other numbers,
-# so the change is refused in every other state.
+# A call under way (queued or sent in the background) computes the operands it was given:
+# changing them then would store a result that belongs to other numbers, so the change is
+# refused in every other state.
 OPERAND_EDITABLE_STATES = frozenset({DRAFT, DONE, FAILED})
 # A record whose operands changed is as if never computed.
 STALE_VALUES = {
     "state": DRAFT, "result": False, "error_message": False, "duration": False,
-    "computed_by": False, "computed_on": False,
+    "computed_by": False, "computed_on": False, "bridge_call_id": False,
 }
 
 
@@ -93,7 +82,8 @@ class ComputeOperation(models.Model):
     field_2 = fields.Float(string="Second Value", required=True, default=0.0)
     result = fields.Float(readonly=True, copy=False)
     state = fields.Selection(
-        [(DRAFT, "Draft"), (DONE, "Done"), (FAILED, "Failed")],
+        [(DRAFT, "Draft"), (QUEUED, "Queued"), (SENT, "Sent"), (DONE, "Done"),
+         (FAILED, "Failed")],
         default=DRAFT,
         required=True,
         readonly=True,
@@ -108,6 +98,14 @@ class ComputeOperation(models.Model):
     )
     computed_by = fields.Many2one("res.users", readonly=True, copy=False)
     computed_on = fields.Datetime(readonly=True, copy=False)
+    # The background call computing this operation now, or that computed it last: a call
+    # that is not this one (superseded, or its operands changed since) stores nothing here.
+    bridge_call_id = fields.Many2one(
+        "compute.bridge.call", string="Background Call", readonly=True, copy=False,
+        ondelete="set null")
+    attempts = fields.Integer(
+        related="bridge_call_id.attempts", string="Attempts",
+        help="Times the background call of this operation was sent.")
 
     @api.depends("field_1", "field_2")
     def _compute_name(self):
@@ -197,19 +195,19 @@ class ComputeOperation(models.Model):
         return changed.filtered(lambda operation: operation.state != DRAFT)
 
     def action_suma(self):
-        """Compute the sum of every operation in ``self`` with the compute service.
+        """Compute the sum of every operation in ``self`` with the compute service, now.
 
         Failures are written on the records (``state = failed``) and reported in a danger
         notification instead of being raised: raising would roll back the failed state, and
-        the user would see nothing but an error dialog. Pressing again retries.
+        the user would see nothing but an error dialog. Pressing again retries. An operation
+        with a background call under way is refused: its call will store the result.
         """
         operations = self._lock_existing()
         if not operations:
             return self._notification(self.env._("Nothing to compute."), "warning")
-        config = self._compute_bridge_config()
+        operations._check_no_call_under_way()
         try:
-            outcomes = call_many(
-                config,
+            outcomes = self.env["compute.bridge"].sudo()._call_many(
                 COMPUTE_SERVICE,
                 COMPUTE_METHOD,
                 [(operation.field_1, operation.field_2) for operation in operations],
@@ -225,6 +223,61 @@ class ComputeOperation(models.Model):
         else:
             _logger.info("Suma of %d operations: all done", len(operations))
         return self._outcomes_notification(outcomes)
+
+    def action_suma_queue(self):
+        """Queue the sum of every operation in ``self`` as a background call and return at
+        once: each becomes ``queued``, then ``sent``, then ``done`` or ``failed`` as the runner
+        cron (after this transaction commits) sends it and stores its result. Operations
+        already queued or sent are left to their call."""
+        operations = self._lock_existing().filtered(
+            lambda operation: operation.state in OPERAND_EDITABLE_STATES)
+        if not operations:
+            return self._notification(self.env._("Nothing to queue."), "warning")
+        bridge = self.env["compute.bridge"].sudo()
+        batch = uuid.uuid4().hex
+        vals_list = []
+        for operation in operations:
+            vals = bridge._call_vals(COMPUTE_SERVICE, COMPUTE_METHOD,
+                                     (operation.field_1, operation.field_2), None,
+                                     operation, BACKGROUND_CALLBACK)
+            vals_list.append(dict(vals, batch=batch))
+        calls = bridge._queue(vals_list)
+        for operation, call in zip(operations, calls, strict=True):
+            operation._write_bridge_fields({
+                "state": QUEUED, "bridge_call_id": call.id, "error_message": False})
+        _logger.info("Suma of %d operations queued (batch %s)", len(operations), batch)
+        return self._notification(
+            self.env._("%(count)s operations queued: their results appear here as they "
+                       "arrive.", count=len(operations)), "info")
+
+    def _on_background_sum(self, call):
+        """The background call's callback: show its state, store its result or error. A call
+        that is no longer this operation's (operands changed, another Suma since) changes
+        nothing."""
+        self.ensure_one()
+        if self.bridge_call_id != call:
+            return
+        if call.state in (QUEUED, SENT):
+            self._write_bridge_fields({"state": call.state})
+        elif call.state == DONE:
+            self._write_bridge_fields({
+                "state": DONE, "result": call.result, "error_message": False,
+                "duration": call.duration, "computed_by": call.user_id.id,
+                "computed_on": call.done_at})
+        elif call.state == FAILED:
+            self._write_bridge_fields({
+                "state": FAILED, "error_message": call.error_message,
+                "duration": call.duration, "computed_by": call.user_id.id,
+                "computed_on": call.done_at})
+        else:  # cancelled: as if never computed
+            self._write_bridge_fields(STALE_VALUES)
+
+    def _check_no_call_under_way(self):
+        busy = self.filtered(lambda operation: operation.state not in OPERAND_EDITABLE_STATES)
+        if busy:
+            raise UserError(self.env._(
+                "%(operation)s has a call under way: its result will be stored when it ends.",
+                operation=busy[0].name))
 
     def _lock_existing(self):
         """The records of ``self`` that still exist, locked against writes and deletes by
@@ -259,22 +312,19 @@ class ComputeOperation(models.Model):
         # operands travel unchanged, so that the service adds ints exactly.
         self._check_operand("field_1", a)
         self._check_operand("field_2", b)
+        bridge = self.env["compute.bridge"].sudo()
         try:
-            total = call(self._compute_bridge_config(), COMPUTE_SERVICE, COMPUTE_METHOD, a, b)
+            total = bridge.call(COMPUTE_SERVICE, COMPUTE_METHOD, a, b)
         except InvalidOperands as error:
-            raise ValidationError(self._bridge_error_message(error)) from error
+            raise ValidationError(bridge._bridge_error_message(error)) from error
         except BridgeError as error:
-            raise UserError(self._bridge_error_message(error)) from error
+            raise UserError(bridge._bridge_error_message(error)) from error
         try:
             return float(total)
         except OverflowError as error:  # an exact int sum beyond the float range
             raise ValidationError(self.env._(
                 "%(a)s + %(b)s is too large for a floating-point number.",
                 a=describe_value(a), b=describe_value(b))) from error
-
-    @api.model
-    def _compute_bridge_config(self):
-        return read_config(self.env["ir.config_parameter"].sudo().get_param, os.environ)
 
     @api.model
     def _check_finite_operands(self, vals):
@@ -309,40 +359,6 @@ class ComputeOperation(models.Model):
         """The field's label in the user's language, as the form shows it."""
         return self._fields[field_name]._description_string(self.env)
 
-    @api.model
-    def _bridge_error_message(self, error):
-        """``error`` (an rpc BridgeError) told in the user's language, from its ``params``.
-
-        Its ``str()`` is English, fit for logs; this is what users read. Most specific class
-        first: InvalidBrokerUrl is a BrokerUnreachable.
-        """
-        params = error.params
-        if isinstance(error, InvalidBrokerUrl):
-            return self.env._("The message broker URL %(broker)s is not valid: %(detail)s.",
-                              broker=params["broker"], detail=params["detail"])
-        if isinstance(error, BrokerUnreachable):
-            return self.env._("Cannot reach the message broker at %(broker)s (%(detail)s).",
-                              broker=params["broker"], detail=params["detail"])
-        if isinstance(error, ServiceUnavailable):
-            return self.env._(
-                "The service %(service)s is not running: the broker at %(broker)s has no queue "
-                "for it.", service=params["service"], broker=params["broker"])
-        if isinstance(error, ServiceTimeout):
-            return self.env._(
-                "No reply from %(service)s.%(method)s within %(timeout)s s (broker %(broker)s): "
-                "the service is busy or not consuming its queue.",
-                service=params["service"], method=params["method"],
-                timeout="%g" % params["timeout"], broker=params["broker"])
-        if isinstance(error, InvalidOperands):
-            return self.env._("%(service)s.%(method)s refused the operands: %(detail)s",
-                              service=params["service"], method=params["method"],
-                              detail=params["detail"])
-        if isinstance(error, RemoteFailure):
-            return self.env._("%(service)s.%(method)s failed with %(exc_type)s: %(detail)s",
-                              service=params["service"], method=params["method"],
-                              exc_type=params["exc_type"], detail=params["detail"])
-        return str(error)
-
     def _write_outcome(self, outcome):
         self.ensure_one()
         vals = {
@@ -351,10 +367,11 @@ class ComputeOperation(models.Model):
             "computed_on": fields.Datetime.now(),
         }
         if outcome.error is None:
-            vals.update(result=outcome.value, state=DONE, error_message=False)
+            vals.update(result=outcome.value, state=DONE, error_message=False,
+                        bridge_call_id=False)
         else:
             _logger.debug("compute.operation(%s): computation failed: %s", self.id, outcome.error)
-            vals.update(state=FAILED, error_message=self._bridge_error_message(outcome.error))
+            vals.update(state=FAILED, bridge_call_id=False, error_message=self.env["compute.bridge"]._bridge_error_message(outcome.error))
         self._write_bridge_fields(vals)
 
     @api.model
@@ -371,7 +388,7 @@ class ComputeOperation(models.Model):
                 self.env._("%(count)s operations completed %(sums)s", count=len(sums), sums=shown),
                 "success",
             )
-        first_error = self._bridge_error_message(failures[0].error)
+        first_error = self.env["compute.bridge"]._bridge_error_message(failures[0].error)
         if len(outcomes) == 1:
             return self._notification(self.env._("Operation failed: %s", first_error), "danger")
         return self._notification(

@@ -1,7 +1,7 @@
 import os
 
 from odoo import api, fields, models
-from odoo.exceptions import AccessError, UserError
+from odoo.exceptions import AccessError, UserError, ValidationError
 
 from ..rpc import (
     BROKER_URL_ENV_VAR,
@@ -19,6 +19,15 @@ from ..rpc.config import (
     check_broker_url,
     check_rpc_timeout,
     unmask_url,
+)
+from ..rpc.background import (
+    ALLOWED_METHODS_PARAM,
+    DEFAULT_ALLOWED_METHODS,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_RETENTION_DAYS,
+    MAX_ATTEMPTS_PARAM,
+    RETENTION_DAYS_PARAM,
+    invalid_method_names,
 )
 from ..rpc.probe import probe_compute
 
@@ -43,6 +52,27 @@ class ResConfigSettings(models.TransientModel):
         config_parameter=RPC_TIMEOUT_PARAM,
         default=DEFAULT_RPC_TIMEOUT,
         help="Seconds to wait for a service's reply before the operation is marked failed.",
+    )
+    compute_bridge_allowed_methods = fields.Char(
+        string="Allowed Methods",
+        config_parameter=ALLOWED_METHODS_PARAM,
+        default=DEFAULT_ALLOWED_METHODS,
+        help="The service.method names that may be called through the bridge, separated by "
+        "commas or spaces; left empty, %s." % DEFAULT_ALLOWED_METHODS,
+    )
+    compute_bridge_max_attempts = fields.Integer(
+        string="Background Attempts",
+        config_parameter=MAX_ATTEMPTS_PARAM,
+        default=DEFAULT_MAX_ATTEMPTS,
+        help="Times a background call without an answer (timeout, connection lost) is sent "
+        "before it is marked failed.",
+    )
+    compute_bridge_call_retention_days = fields.Integer(
+        string="Keep Background Calls (days)",
+        config_parameter=RETENTION_DAYS_PARAM,
+        default=DEFAULT_RETENTION_DAYS,
+        help="Ended background calls (done, failed, cancelled) older than this are deleted "
+        "every day.",
     )
     compute_bridge_broker_url_from_env = fields.Boolean(
         string="Broker URL Set by the Environment",
@@ -83,6 +113,7 @@ class ResConfigSettings(models.TransientModel):
     def set_values(self):
         """Save the broker URL (administrators only); a masked password keeps the saved one.
         ir.config_parameter refuses a URL kombu cannot use."""
+        self._compute_bridge_check_background_settings()
         super().set_values()
         if not self.env.is_system():
             return
@@ -119,7 +150,7 @@ class ResConfigSettings(models.TransientModel):
         try:
             probe = probe_compute(config)
         except BridgeError as error:  # worded as on the records, in the user's language
-            message = self.env["compute.operation"]._bridge_error_message(error)
+            message = self.env["compute.bridge"]._bridge_error_message(error)
             return self._compute_bridge_test_notification(title, message, "danger")
         if self.compute_bridge_broker_url_from_env:
             message = self.env._(
@@ -131,6 +162,18 @@ class ResConfigSettings(models.TransientModel):
             a=probe.operands[0], b=probe.operands[1], result=probe.result, ms=probe.round_trip_ms,
         )
         return self._compute_bridge_test_notification(title, message, "success")
+
+    def _compute_bridge_check_background_settings(self):
+        for settings in self:
+            invalid = invalid_method_names(settings.compute_bridge_allowed_methods)
+            if invalid:
+                raise ValidationError(self.env._(
+                    "Allowed Methods: %(names)s is not a service.method name.",
+                    names=", ".join(invalid)))
+            if settings.compute_bridge_max_attempts < 1 or (
+                    settings.compute_bridge_call_retention_days < 1):
+                raise ValidationError(self.env._(
+                    "Background Attempts and Keep Background Calls must be at least 1."))
 
     @api.model
     def _compute_bridge_read_config(self, environ):

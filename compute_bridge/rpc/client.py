@@ -31,16 +31,18 @@ CallOutcome.__doc__ = """One request's reply: ``value`` on success, else ``error
 :class:`.errors.BridgeError`); ``duration_ms`` from sending its chunk to reading its reply."""
 
 
-def call(config, service, method, *args):
-    """Call ``service.method(*args)`` and return its result, or raise a ``BridgeError``."""
-    outcome = call_many(config, service, method, [args])[0]
+def call(config, service, method, *args, **kwargs):
+    """Call ``service.method(*args, **kwargs)`` and return its result, or raise a
+    ``BridgeError``."""
+    outcome = call_many(config, service, method, [args], [kwargs])[0]
     if outcome.error is not None:
         raise outcome.error
     return outcome.value
 
 
-def call_many(config, service, method, args_list):
-    """Call ``service.method(*args)`` for each ``args`` in ``args_list``; one outcome each.
+def call_many(config, service, method, args_list, kwargs_list=None):
+    """Call ``service.method(*args, **kwargs)`` for each ``args`` in ``args_list`` (and the
+    ``kwargs`` at the same place in ``kwargs_list``, default none); one outcome each.
 
     Ends within ``config.timeout`` seconds. A failure of the whole batch (broker unreachable or
     URL invalid, service not running) raises a ``BridgeError``; a failure of one request
@@ -52,7 +54,8 @@ def call_many(config, service, method, args_list):
     from .nameko_amqp import Deadline
 
     deadline = Deadline(config.timeout, started)
-    return _on_connection(config, deadline, service, method, args_list)
+    requests = list(zip(args_list, kwargs_list or [{}] * len(args_list), strict=True))
+    return _on_connection(config, deadline, service, method, requests)
 
 
 def close_pool():
@@ -61,7 +64,7 @@ def close_pool():
 
 
 # ---------------------------------------------------------------------------------------------
-def _on_connection(config, deadline, service, method, args_list):
+def _on_connection(config, deadline, service, method, requests):
     """:func:`_send_and_collect` on a pooled connection.
 
     A connection error on a *reused* connection means it died while idle (broker restart,
@@ -77,13 +80,13 @@ def _on_connection(config, deadline, service, method, args_list):
         raise _unreachable(config, deadline, error) from error
     item.resource.deadline = deadline
     try:
-        outcomes, complete = _send_and_collect(item.resource, config, service, method, args_list)
+        outcomes, complete = _send_and_collect(item.resource, config, service, method, requests)
     except CONNECTION_ERRORS as error:
         _POOL.discard(item)
         if item.reused and not deadline.expired():
             _logger.info("connection to %s lost (%s); retrying on a new connection",
                          broker, type(error).__name__)
-            return _on_connection(config, deadline, service, method, args_list)
+            return _on_connection(config, deadline, service, method, requests)
         raise _unreachable(config, deadline, error) from error
     except BaseException:
         _POOL.discard(item)
@@ -95,7 +98,7 @@ def _on_connection(config, deadline, service, method, args_list):
     return outcomes
 
 
-def _send_and_collect(connection, config, service, method, args_list):
+def _send_and_collect(connection, config, service, method, requests):
     """``(outcomes, complete)``: publish ``BATCH_CHUNK_SIZE`` requests at a time and read their
     replies until the deadline; requests without a reply by then (sent or not) get a
     ``ServiceTimeout`` and ``complete`` is False."""
@@ -105,11 +108,11 @@ def _send_and_collect(connection, config, service, method, args_list):
     correlation_ids = []
     sent_at = time.monotonic()
     try:
-        for start in range(0, len(args_list), BATCH_CHUNK_SIZE):
+        for start in range(0, len(requests), BATCH_CHUNK_SIZE):
             sent_at = time.monotonic()
             correlation_ids = []
-            for args in args_list[start:start + BATCH_CHUNK_SIZE]:
-                correlation_ids.append(connection.send(service, method, args))
+            for args, kwargs in requests[start:start + BATCH_CHUNK_SIZE]:
+                correlation_ids.append(connection.send(service, method, args, kwargs))
             connection.collect(correlation_ids)
             outcomes.extend(_outcome(connection, correlation_id, sent_at, service, method)
                             for correlation_id in correlation_ids)
@@ -124,9 +127,9 @@ def _send_and_collect(connection, config, service, method, args_list):
             if correlation_id in connection.replies else late
             for correlation_id in correlation_ids
         )
-        outcomes.extend([late] * (len(args_list) - len(outcomes)))
+        outcomes.extend([late] * (len(requests) - len(outcomes)))
         _logger.warning("%s (%d of %d requests)", timed_out,
-                        sum(outcome is late for outcome in outcomes), len(args_list))
+                        sum(outcome is late for outcome in outcomes), len(requests))
         return outcomes, False
     return outcomes, True
 

@@ -139,14 +139,15 @@ class RpcConnection:
             self.abort()
             raise
 
-    def send(self, service, method, args):
+    def send(self, service, method, args, kwargs=None):
         """Publish one request without waiting for a confirm; return its correlation id.
 
         ``mandatory``: a request no queue is bound for comes back (see :meth:`collect`)
         instead of waiting for a reply that cannot come.
         """
         correlation_id = str(uuid.uuid4())
-        content_type, encoding, body = dumps({"args": args, "kwargs": {}}, serializer=SERIALIZER)
+        content_type, encoding, body = dumps({"args": args, "kwargs": kwargs or {}},
+                                              serializer=SERIALIZER)
         message = amqp.Message(
             body, content_type=content_type, content_encoding=encoding,
             correlation_id=correlation_id, reply_to=self.reply_to,

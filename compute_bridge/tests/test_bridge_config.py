@@ -80,7 +80,7 @@ class TestStoredParameters(ComputeBridgeCase):
             self.assertRefused(expected, ICP.create, {"key": RPC_TIMEOUT_PARAM, "value": "-5"})
         for value in (0.1, 60):
             self.save_settings({"compute_bridge_rpc_timeout": value})
-            self.assertEqual(self.Operation._compute_bridge_config().timeout, value)
+            self.assertEqual(self.env["compute.bridge"]._config().timeout, value)
 
     def test_settings_show_the_timeout_calls_use(self):
         """A value stored before the rule (here by SQL) is shown as the default calls use."""
@@ -89,7 +89,7 @@ class TestStoredParameters(ComputeBridgeCase):
                             [RPC_TIMEOUT_PARAM])
         self.env["ir.config_parameter"].invalidate_model()
         self.env.registry.clear_cache()  # get_param is cached
-        self.assertEqual(self.Operation._compute_bridge_config().timeout, DEFAULT_RPC_TIMEOUT)
+        self.assertEqual(self.env["compute.bridge"]._config().timeout, DEFAULT_RPC_TIMEOUT)
         self.assertEqual(self.env["res.config.settings"].create({}).compute_bridge_rpc_timeout,
                          DEFAULT_RPC_TIMEOUT)
 

@@ -15,7 +15,7 @@ from odoo.tests import TransactionCase, tagged
 from odoo.tools import mute_logger
 from odoo.tools.translate import code_translations
 
-from ..models import compute_operation
+from ..models import compute_bridge, compute_operation
 from ..rpc import BROKER_URL_ENV_VAR
 from .common import (
     BROKER_URL,
@@ -315,8 +315,8 @@ class TestSumaWhileRecordsAreDeleted(TransactionCase):
                 self.wait_until_done_or_waiting(deleter, deleter_pids)
             return real_call_many(*args, **kwargs)
 
-        real_call_many = compute_operation.call_many
-        with patch.object(compute_operation, "call_many", call_many_meanwhile_delete):
+        real_call_many = compute_bridge.call_many
+        with patch.object(compute_bridge, "call_many", call_many_meanwhile_delete):
             action = self.suma()
         deleter.join(SYNC_TIMEOUT)
         self.assertFalse(deleter.is_alive())

@@ -96,7 +96,7 @@ class FakeConnection:
         self.sent, self.replies = [], {}
         FakeConnection.created.append(self)
 
-    def send(self, service, method, args):
+    def send(self, service, method, args, kwargs=None):
         self.sent.append(args)
         self.replies[len(self.sent)] = self.behaviour(self, args)
         return len(self.sent)

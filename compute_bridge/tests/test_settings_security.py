@@ -42,7 +42,7 @@ class TestSettings(SettingsCase):
         self.assertEqual(reopened.compute_bridge_broker_url, "pyamqp://u:***@rabbit:5672")
         self.assertEqual(reopened.compute_bridge_rpc_timeout, 2.5)
         self.assertFalse(reopened.compute_bridge_broker_url_from_env)
-        config = self.Operation._compute_bridge_config()
+        config = self.env["compute.bridge"]._config()
         self.assertEqual((config.broker_url, config.timeout), ("pyamqp://u:p@rabbit:5672", 2.5))
 
     def test_password_is_written_never_read_back(self):
@@ -75,7 +75,7 @@ class TestSettings(SettingsCase):
         self.env["ir.config_parameter"].sudo().set_param(BROKER_URL_PARAM, False)
         self.assertEqual(self.shown_url(), "pyamqp://guest:***@localhost")
         self.assertFalse(self.save(self.shown_url()), "the default stays a default")
-        self.assertEqual(self.Operation._compute_bridge_config().broker_url, DEFAULT_BROKER_URL)
+        self.assertEqual(self.env["compute.bridge"]._config().broker_url, DEFAULT_BROKER_URL)
         self.save(SECRET_URL)
         self.assertFalse(self.save(""), "an empty URL goes back to the default")
 
@@ -83,7 +83,7 @@ class TestSettings(SettingsCase):
         with patch.dict(os.environ, {BROKER_URL_ENV_VAR: CLOSED_PORT_URL}):
             settings = self.env["res.config.settings"].create({})
             self.assertTrue(settings.compute_bridge_broker_url_from_env)
-            self.assertEqual(self.Operation._compute_bridge_config().broker_url, CLOSED_PORT_URL)
+            self.assertEqual(self.env["compute.bridge"]._config().broker_url, CLOSED_PORT_URL)
 
     def test_settings_view_shows_the_url_as_text(self):
         """Which broker is configured is visible; only its password is masked (get_values)."""

@@ -1,0 +1,384 @@
+"""One background call (``compute.bridge.call``) and the cron that runs them.
+
+Life of a call: ``queued`` (committed by the transaction that queued it, which also woke the
+runner cron) → ``sent`` (claimed by one runner, committed before anything is published) →
+``done`` or ``failed``, or back to ``queued`` for a retry; ``cancelled`` by hand.
+
+Delivery is at least once: a runner that dies after the claim leaves the call ``sent``; once
+its lease (the RPC timeout plus :data:`LEASE_GRACE`) has passed, another runner sends it again.
+Application is exactly once: a runner stores an outcome only for a call still ``sent`` with the
+attempt number it sent (the UPDATE's WHERE), and the callback runs for those rows only, in the
+same transaction: a late runner, or a second Odoo server, finds the attempt changed and stores
+nothing.
+"""
+
+import json
+import logging
+import time
+from datetime import timedelta
+
+import psycopg2.errors
+
+from odoo import api, fields, models
+from odoo.exceptions import AccessError
+from odoo.tools import SQL
+
+from ..rpc import BridgeError
+from ..rpc.background import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_RETENTION_DAYS,
+    DONE,
+    FAIL,
+    MAX_ATTEMPTS_PARAM,
+    REQUEUE,
+    REQUEUE_DELAY,
+    RETENTION_DAYS_PARAM,
+    RETRY,
+    outcome_kind,
+    positive_int,
+    retry_delay,
+)
+
+_logger = logging.getLogger(__name__)
+
+QUEUED, SENT, CALL_DONE, FAILED, CANCELLED = "queued", "sent", "done", "failed", "cancelled"
+# Calls claimed and sent per run of the cron's action: one RPC deadline, one commit. The cron
+# runs again at once while calls remain (ir.cron's progress API), so a long queue is drained in
+# chunks, each committed, that two Odoo servers share.
+CHUNK_SIZE = 200
+# Seconds past the RPC timeout after which a ``sent`` call is taken as lost (its Odoo died
+# between the claim and the commit of the outcome) and is sent again.
+LEASE_GRACE = 30
+# Times a transaction that met a concurrent update (another server, a user's edit) is replayed.
+SERIALIZATION_RETRIES = 3
+# A queued call not sent this long after its next try, or a sent one past its lease, is stuck.
+STUCK_AFTER = timedelta(minutes=5)
+MANAGER_GROUP = "compute_bridge.group_compute_bridge_manager"
+BUS_CALLS_ENDED = "compute_bridge.calls_ended"  # bus notification type, read by the JS service
+
+
+class ComputeBridgeCall(models.Model):
+    _name = "compute.bridge.call"
+    _description = "Compute Bridge Background Call"
+    _order = "id desc"
+    _rec_name = "display_method"
+
+    service = fields.Char(required=True, readonly=True)
+    method = fields.Char(required=True, readonly=True)
+    display_method = fields.Char(string="Call", compute="_compute_display_method")
+    args_json = fields.Text(string="Arguments", readonly=True, default="[]")
+    kwargs_json = fields.Text(string="Keyword Arguments", readonly=True, default="{}")
+    state = fields.Selection(
+        [(QUEUED, "Queued"), (SENT, "Sent"), (CALL_DONE, "Done"), (FAILED, "Failed"),
+         (CANCELLED, "Cancelled")],
+        default=QUEUED, required=True, readonly=True, index=True,
+    )
+    attempts = fields.Integer(readonly=True, help="Times the call was sent.")
+    next_try = fields.Datetime(
+        readonly=True, index=True, default=fields.Datetime.now,
+        help="A queued call is not sent before this time.")
+    sent_at = fields.Datetime(readonly=True)
+    done_at = fields.Datetime(string="Ended At", readonly=True)
+    duration = fields.Float(string="Duration (ms)", readonly=True, digits=(16, 1))
+    result_json = fields.Text(string="Result", readonly=True)
+    error_message = fields.Text(readonly=True, help="Why the last attempt failed.")
+    res_model = fields.Char(string="Record Model", readonly=True)
+    res_id = fields.Many2oneReference(string="Record ID", model_field="res_model", readonly=True)
+    callback = fields.Char(readonly=True, help="Method of the record called when the call ends.")
+    user_id = fields.Many2one("res.users", string="Queued By", readonly=True, index=True,
+                              ondelete="set null")
+    batch = fields.Char(readonly=True, index=True,
+                        help="Calls queued together: their user is told when all have ended.")
+    batch_notified = fields.Boolean(readonly=True, copy=False)
+    is_stuck = fields.Boolean(
+        string="Stuck", compute="_compute_is_stuck", search="_search_is_stuck",
+        help="Queued and not sent long after its next try, or sent and never answered.")
+
+    @api.depends("service", "method")
+    def _compute_display_method(self):
+        for call in self:
+            call.display_method = "%s.%s" % (call.service, call.method)
+
+    def _compute_is_stuck(self):
+        stuck = self.filtered_domain(self._stuck_domain())
+        for call in self:
+            call.is_stuck = call in stuck
+
+    def _search_is_stuck(self, operator, value):
+        if operator not in ("=", "!=") or not isinstance(value, bool):
+            raise NotImplementedError(operator)
+        domain = self._stuck_domain()
+        return domain if (operator == "=") == value else ["!", *domain]
+
+    @api.model
+    def _stuck_domain(self):
+        before = fields.Datetime.now() - STUCK_AFTER
+        return ["|", "&", ("state", "=", QUEUED), ("next_try", "<", before),
+                "&", ("state", "=", SENT), ("sent_at", "<", before)]
+
+    # --- what a callback reads ------------------------------------------------------------
+    @property
+    def result(self):
+        """The service's result, decoded (None until done)."""
+        self.ensure_one()
+        return json.loads(self.result_json) if self.result_json else None
+
+    # --- buttons --------------------------------------------------------------------------
+    def action_requeue(self):
+        """Send failed, cancelled or stuck calls again, as new: attempts start over."""
+        self._check_manager()
+        calls = self.filtered(lambda call: call.state != CALL_DONE)
+        calls.sudo().write({"state": QUEUED, "attempts": 0, "next_try": fields.Datetime.now(),
+                            "error_message": False, "batch_notified": False})
+        calls._run_callbacks()
+        if calls:
+            self.env.ref("compute_bridge.ir_cron_compute_bridge_run_calls").sudo()._trigger()
+        return True
+
+    def action_cancel(self):
+        """Stop queued, sent or failed calls; a result that arrives later is not stored."""
+        self._check_manager()
+        calls = self.filtered(lambda call: call.state in (QUEUED, SENT, FAILED))
+        calls.sudo().write({"state": CANCELLED, "done_at": fields.Datetime.now()})
+        calls._run_callbacks()
+        return True
+
+    def _check_manager(self):
+        """Requeue and Cancel are the managers' (no one writes calls by hand: their state is
+        the runner's)."""
+        self.check_access("read")
+        if not self.env.su and not self.env.user.has_group(MANAGER_GROUP):
+            raise AccessError(self.env._(
+                "Only Compute Bridge managers can requeue or cancel background calls."))
+
+    # --- the runner (cron) ----------------------------------------------------------------
+    @api.model
+    def _cron_run_calls(self):
+        """Claim, send and store one chunk of due calls; tell ir.cron how many remain, so that
+        it runs this again at once (here or on another server) while some do."""
+        bridge = self.env["compute.bridge"]
+        config = bridge._config()
+        lease = timedelta(seconds=config.timeout + LEASE_GRACE)
+        claimed = self._claim(lease)
+        if claimed:
+            results = self._send(config, claimed)
+            self._store(results)
+            self._notify_ended_batches({result["batch"] for result in results})
+            if all(result["kind"] == REQUEUE for result in results):
+                # Nothing could be delivered (broker or service away): wait a little here,
+                # since a cron trigger is only precise to the minute, then report the calls
+                # due so the cron runs again and sends them as soon as the service is back.
+                time.sleep(REQUEUE_DELAY)
+        remaining = self._count_due(lease)
+        self.env["ir.cron"]._notify_progress(done=len(claimed), remaining=remaining)
+
+    @api.model
+    def _due_domain_sql(self, lease):
+        now = fields.Datetime.now()
+        return SQL("(state = %s AND next_try <= %s) OR (state = %s AND sent_at < %s)",
+                   QUEUED, now, SENT, now - lease)
+
+    @api.model
+    def _count_due(self, lease):
+        self.env.cr.execute(SQL("SELECT count(*) FROM compute_bridge_call WHERE %s",
+                                self._due_domain_sql(lease)))
+        return self.env.cr.fetchone()[0]
+
+    @api.model
+    def _claim(self, lease):
+        """Mark up to CHUNK_SIZE due calls ``sent`` (attempts + 1) and commit, so that no
+        other runner takes them; return ``[(id, attempts)]``. Rows another runner holds are
+        skipped, not waited for."""
+        query = SQL(
+            """UPDATE compute_bridge_call
+                  SET state = %(sent)s, attempts = attempts + 1, sent_at = %(now)s,
+                      write_date = %(now)s
+                WHERE id IN (SELECT id FROM compute_bridge_call WHERE %(due)s
+                              ORDER BY next_try, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+            RETURNING id, attempts""",
+            sent=SENT, now=fields.Datetime.now(), due=self._due_domain_sql(lease),
+            limit=CHUNK_SIZE)
+        def claim():
+            self.env.cr.execute(query, log_exceptions=False)
+            rows = self.env.cr.fetchall()
+            self.env.invalidate_all()
+            # the records show "sent" from the same commit as the calls
+            self.browse([row[0] for row in rows])._run_callbacks()
+            return rows
+
+        return self._in_own_transaction(claim) or []
+
+    @api.model
+    def _in_own_transaction(self, work):
+        """``work()`` then commit; replayed in a new transaction when it met a concurrent
+        update (REPEATABLE READ: another server claimed or stored the same rows first).
+        Returns ``work()``'s value, or None if it never got through."""
+        for _attempt in range(SERIALIZATION_RETRIES):
+            try:
+                value = work()
+                self._commit()
+            except psycopg2.errors.SerializationFailure:
+                self._rollback()
+                continue
+            return value
+        _logger.info("compute.bridge.call: gave way to concurrent updates %d times",
+                     SERIALIZATION_RETRIES)
+        return None
+
+    @api.model
+    def _commit(self):
+        self.env.flush_all()
+        # The runner's point: each chunk's claim and outcome committed on their own.
+        self.env.cr.commit()  # pylint: disable=invalid-commit
+
+    @api.model
+    def _rollback(self):
+        self.env.cr.rollback()  # pylint: disable=invalid-commit
+
+    @api.model
+    def _send(self, config, claimed):
+        """Send the claimed calls, one ``call_many`` per service.method; one result dict each
+        (id, attempt, kind, vals to store, batch)."""
+        calls = self.browse([row[0] for row in claimed]).with_prefetch()
+        attempts = dict(claimed)
+        max_attempts = positive_int(
+            self.env["ir.config_parameter"].sudo().get_param(MAX_ATTEMPTS_PARAM),
+            DEFAULT_MAX_ATTEMPTS)
+        groups = {}
+        for call in calls:
+            groups.setdefault((call.service, call.method), self.browse()).__ior__(call)
+        results = []
+        for (service, method), group in groups.items():
+            try:
+                outcomes = self.env["compute.bridge"].sudo()._call_many(
+                    service, method,
+                    [json.loads(call.args_json) for call in group],
+                    [json.loads(call.kwargs_json or "{}") for call in group])
+            except BridgeError as error:
+                outcomes = [(None, error, 0.0)] * len(group)
+            for call, (value, error, duration_ms) in zip(group, outcomes, strict=True):
+                results.append(call._result(attempts[call.id], max_attempts, value, error,
+                                            duration_ms))
+        return results
+
+    def _result(self, attempt, max_attempts, value, error, duration_ms):
+        self.ensure_one()
+        now = fields.Datetime.now()
+        kind = outcome_kind(error)
+        vals = {"duration": duration_ms}
+        if kind == DONE:
+            vals.update(state=CALL_DONE, done_at=now, error_message=None,
+                        result_json=json.dumps(value))
+        else:
+            lang = self.user_id.lang or self.env.lang
+            vals["error_message"] = self.env["compute.bridge"].with_context(
+                lang=lang)._bridge_error_message(error)
+            if kind == FAIL or (kind == RETRY and attempt >= max_attempts):
+                vals.update(state=FAILED, done_at=now)
+            elif kind == RETRY:
+                vals.update(state=QUEUED, next_try=now + timedelta(seconds=retry_delay(attempt)))
+            else:  # REQUEUE: never delivered, so not counted
+                vals.update(state=QUEUED, attempts=attempt - 1,
+                            next_try=now + timedelta(seconds=REQUEUE_DELAY))
+        return {"id": self.id, "attempt": attempt, "kind": kind, "vals": vals,
+                "batch": self.batch}
+
+    @api.model
+    def _store(self, results):
+        """Store each result on its call if the call is still ``sent`` with the attempt this
+        runner sent, and run the callbacks of those that ended: one transaction."""
+        def store():
+            self.env.invalidate_all()  # a replay must not see the rolled-back writes
+            stored = self.browse()
+            for result in results:
+                self.env.cr.execute(SQL(
+                    "SELECT id FROM compute_bridge_call WHERE id = %s AND state = %s "
+                    "AND attempts = %s FOR NO KEY UPDATE",
+                    result["id"], SENT, result["attempt"]), log_exceptions=False)
+                if self.env.cr.fetchone():
+                    call = self.browse(result["id"])
+                    call.write(result["vals"])
+                    stored |= call
+            ended = stored.filtered(lambda call: call.state in (CALL_DONE, FAILED))
+            ended._run_callbacks()
+            ended._notify_users()
+            retry_at = stored.filtered(lambda call: call.state == QUEUED).mapped("next_try")
+            if retry_at:
+                self.env.ref("compute_bridge.ir_cron_compute_bridge_run_calls").sudo()._trigger(
+                    min(retry_at))
+            return stored
+
+        return self._in_own_transaction(store)
+
+    def _run_callbacks(self):
+        """Call each call's callback on its record (those still existing) with the call."""
+        for call in self.filtered("callback"):
+            record = self.env[call.res_model].browse(call.res_id).exists()
+            if record:
+                getattr(record, call.callback)(call)
+
+    def _notify_users(self):
+        """Tell each queuing user's open views which of their records have a result."""
+        by_user = {}
+        for call in self.filtered(lambda call: call.user_id and call.res_model):
+            by_user.setdefault(call.user_id, {}).setdefault(call.res_model, []).append(
+                call.res_id)
+        for user, models_ids in by_user.items():
+            for model, ids in models_ids.items():
+                user._bus_send(BUS_CALLS_ENDED, {"model": model, "ids": ids})
+
+    @api.model
+    def _notify_ended_batches(self, batches):
+        """Tell the queuing user of each batch in ``batches`` whose calls have all ended.
+
+        Two servers may end a batch's last calls at once: each checks in a new transaction,
+        after its own commit, so the later one sees every call ended; the flag update makes
+        exactly one of them notify (the other finds it set, or meets a serialization failure
+        and gives way)."""
+        for batch in batches:
+            self._in_own_transaction(lambda batch=batch: self._notify_batch(batch))
+
+    @api.model
+    def _notify_batch(self, batch):
+        self.env.cr.execute(SQL(
+            "SELECT 1 FROM compute_bridge_call WHERE batch = %s AND state IN %s LIMIT 1",
+            batch, (QUEUED, SENT)))
+        if self.env.cr.fetchone():
+            return
+        self.env.cr.execute(SQL(
+            """UPDATE compute_bridge_call SET batch_notified = TRUE
+                WHERE batch = %s AND NOT batch_notified RETURNING user_id, state""", batch),
+            log_exceptions=False)
+        rows = self.env.cr.fetchall()
+        self.env.invalidate_all()
+        users = {user_id for user_id, _state in rows if user_id}
+        if not users:
+            return
+        failed = sum(state == FAILED for _user_id, state in rows)
+        for user in self.env["res.users"].browse(users):
+            self.with_context(lang=user.lang)._send_batch_notification(user, len(rows), failed)
+
+    @api.model
+    def _send_batch_notification(self, user, count, failed):
+        if failed:
+            message = self.env._("%(failed)s of %(count)s background calls failed.",
+                                 failed=failed, count=count)
+        else:
+            message = self.env._("%(count)s background calls done.", count=count)
+        user._bus_send("simple_notification", {
+            "title": self.env._("Compute Bridge"), "message": message,
+            "type": "warning" if failed else "success", "sticky": bool(failed)})
+
+    @api.model
+    def _cron_cleanup(self):
+        """Delete ended calls older than the retention of Settings: done and cancelled ones,
+        and failed ones too (a failure nobody requeued or cancelled in that time is dropped,
+        so the table stays bounded)."""
+        days = positive_int(
+            self.env["ir.config_parameter"].sudo().get_param(RETENTION_DAYS_PARAM),
+            DEFAULT_RETENTION_DAYS)
+        old = self.search([("state", "in", (CALL_DONE, CANCELLED, FAILED)),
+                           ("done_at", "<", fields.Datetime.now() - timedelta(days=days))])
+        _logger.info("compute.bridge.call: deleting %d calls ended over %d days ago",
+                     len(old), days)
+        old.unlink()
