@@ -139,8 +139,9 @@ class ComputeBridge(models.AbstractModel):
 
     @api.model
     def _allowed_methods(self):
-        raw = self.env["ir.config_parameter"].sudo().get_param(ALLOWED_METHODS_PARAM)
-        return parse_allowed_methods(DEFAULT_ALLOWED_METHODS if raw is None else raw)
+        # An unset parameter is the default: Settings deletes it when the field is cleared.
+        return parse_allowed_methods(self.env["ir.config_parameter"].sudo().get_param(
+            ALLOWED_METHODS_PARAM, DEFAULT_ALLOWED_METHODS))
 
     @api.model
     def _config(self):

@@ -73,7 +73,7 @@ class ComputeBridgeCall(models.Model):
          (CANCELLED, "Cancelled")],
         default=QUEUED, required=True, readonly=True, index=True,
     )
-    attempts = fields.Integer(readonly=True, help="Times the call was sent.")
+    attempts = fields.Integer(readonly=True, default=0, help="Times the call was sent.")
     next_try = fields.Datetime(
         readonly=True, index=True, default=fields.Datetime.now,
         help="A queued call is not sent before this time.")
@@ -89,7 +89,7 @@ class ComputeBridgeCall(models.Model):
                               ondelete="set null")
     batch = fields.Char(readonly=True, index=True,
                         help="Calls queued together: their user is told when all have ended.")
-    batch_notified = fields.Boolean(readonly=True, copy=False)
+    batch_notified = fields.Boolean(readonly=True, copy=False, default=False)
     is_stuck = fields.Boolean(
         string="Stuck", compute="_compute_is_stuck", search="_search_is_stuck",
         help="Queued and not sent long after its next try, or sent and never answered.")
@@ -180,6 +180,7 @@ class ComputeBridgeCall(models.Model):
 
     @api.model
     def _count_due(self, lease):
+        self.env.flush_all()
         self.env.cr.execute(SQL("SELECT count(*) FROM compute_bridge_call WHERE %s",
                                 self._due_domain_sql(lease)))
         return self.env.cr.fetchone()[0]
@@ -199,6 +200,7 @@ class ComputeBridgeCall(models.Model):
             sent=SENT, now=fields.Datetime.now(), due=self._due_domain_sql(lease),
             limit=CHUNK_SIZE)
         def claim():
+            self.env.flush_all()
             self.env.cr.execute(query, log_exceptions=False)
             rows = self.env.cr.fetchall()
             self.env.invalidate_all()
@@ -246,9 +248,10 @@ class ComputeBridgeCall(models.Model):
             DEFAULT_MAX_ATTEMPTS)
         groups = {}
         for call in calls:
-            groups.setdefault((call.service, call.method), self.browse()).__ior__(call)
+            groups.setdefault((call.service, call.method), []).append(call.id)
         results = []
-        for (service, method), group in groups.items():
+        for (service, method), ids in groups.items():
+            group = calls.browse(ids)
             try:
                 outcomes = self.env["compute.bridge"].sudo()._call_many(
                     service, method,
@@ -288,6 +291,7 @@ class ComputeBridgeCall(models.Model):
         """Store each result on its call if the call is still ``sent`` with the attempt this
         runner sent, and run the callbacks of those that ended: one transaction."""
         def store():
+            self.env.flush_all()
             self.env.invalidate_all()  # a replay must not see the rolled-back writes
             stored = self.browse()
             for result in results:
@@ -340,6 +344,7 @@ class ComputeBridgeCall(models.Model):
 
     @api.model
     def _notify_batch(self, batch):
+        self.env.flush_all()
         self.env.cr.execute(SQL(
             "SELECT 1 FROM compute_bridge_call WHERE batch = %s AND state IN %s LIMIT 1",
             batch, (QUEUED, SENT)))
@@ -347,7 +352,7 @@ class ComputeBridgeCall(models.Model):
             return
         self.env.cr.execute(SQL(
             """UPDATE compute_bridge_call SET batch_notified = TRUE
-                WHERE batch = %s AND NOT batch_notified RETURNING user_id, state""", batch),
+                WHERE batch = %s AND batch_notified IS NOT TRUE RETURNING user_id, state""", batch),
             log_exceptions=False)
         rows = self.env.cr.fetchall()
         self.env.invalidate_all()
@@ -355,7 +360,7 @@ class ComputeBridgeCall(models.Model):
         if not users:
             return
         failed = sum(state == FAILED for _user_id, state in rows)
-        for user in self.env["res.users"].browse(users):
+        for user in self.env["res.users"].browse(sorted(users)):
             self.with_context(lang=user.lang)._send_batch_notification(user, len(rows), failed)
 
     @api.model

@@ -1,0 +1,312 @@
+"""Background calls (compute.bridge.call_later and the runner cron) against the real broker
+and compute service, in the test's transaction: the runner's commits are flushes here (the
+faults layer runs it in real Odoo servers)."""
+
+import doctest
+import json
+import math
+import uuid
+from datetime import timedelta
+from unittest.mock import patch
+
+from odoo import fields
+from odoo.exceptions import AccessError, UserError, ValidationError
+from odoo.tests import new_test_user
+
+from ..models import compute_bridge_call
+from ..models.compute_bridge_call import CHUNK_SIZE, ComputeBridgeCall
+from ..rpc import RPC_TIMEOUT_PARAM, background
+from ..rpc.background import ALLOWED_METHODS_PARAM, MAX_ATTEMPTS_PARAM, retry_delay
+from .common import BROKER_URL, ComputeBridgeCase
+from .test_rpc_live import rpc_queue
+
+ANY_SERVICE_GROUP = "compute_bridge.group_compute_bridge_any_service"
+RUNNER_CRON = "compute_bridge.ir_cron_compute_bridge_run_calls"
+SHORT_TIMEOUT = 0.2  # seconds: the queue without a consumer answers nothing
+CALLS_ENDED = compute_bridge_call.BUS_CALLS_ENDED
+
+
+def flush_instead_of_commit(model):
+    model.env.flush_all()
+
+
+class BackgroundCase(ComputeBridgeCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.startClassPatcher(patch.object(ComputeBridgeCall, "_commit", flush_instead_of_commit))
+        cls.startClassPatcher(patch.object(compute_bridge_call.time, "sleep", lambda seconds: None))
+        cls.Call = cls.env["compute.bridge.call"]
+        cls.Bridge = cls.env["compute.bridge"]
+        cls.cron = cls.env.ref(RUNNER_CRON)
+
+    def run_runner(self):
+        """One run of the cron's action, as the cron (superuser) runs it."""
+        self.Call.sudo()._cron_run_calls()
+        self.env.invalidate_all()
+
+    def drain(self):
+        for _run in range(20):
+            self.run_runner()
+            if not self.Call.sudo().search_count([("state", "=", "queued")]):
+                return
+        self.fail("calls still queued after 20 runs")
+
+    def queue(self, *args, **kwargs):
+        return self.Bridge.sudo().call_later("compute", "method", args=args, **kwargs)
+
+    def triggers(self):
+        return self.env["ir.cron.trigger"].sudo().search([("cron_id", "=", self.cron.id)])
+
+    def bus_messages(self, kind):
+        return [json.loads(values["message"])
+                for values in self.env.cr.precommit.data.get("bus.bus.values", [])
+                if json.loads(values["message"])["type"] == kind]
+
+
+class TestBridgeApi(BackgroundCase):
+    def test_pure_helpers_doctests(self):
+        self.assertEqual(doctest.testmod(background).failed, 0)
+
+    def test_call_is_the_synchronous_path(self):
+        self.assertEqual(self.Bridge.sudo().call("compute", "method", 20, 22), 42)
+
+    def test_allow_list_applies_to_sudo(self):
+        self.env["ir.config_parameter"].sudo().set_param(ALLOWED_METHODS_PARAM, "other.method")
+        with self.assertRaisesRegex(UserError, "compute.method.*Allowed Methods"):
+            self.Bridge.sudo().call("compute", "method", 1, 1)
+        with self.assertRaisesRegex(UserError, "compute.method"):
+            self.queue(1, 1)
+        operation = self.new_operation(1, 1)
+        with self.assertRaisesRegex(UserError, "Allowed Methods"):
+            operation.action_suma_queue()
+        self.assertFalse(self.Call.sudo().search([]))
+
+    def test_group_needed_without_sudo(self):
+        bridge = self.Bridge.with_user(self.user)
+        with self.assertRaisesRegex(AccessError, "compute.method.*Call Any Service"):
+            bridge.call("compute", "method", 1, 1)
+        with self.assertRaisesRegex(AccessError, "Call Any Service"):
+            bridge.call_later("compute", "method", args=(1, 1))
+        caller = new_test_user(self.env, "cb_caller", groups="base.group_user," + ANY_SERVICE_GROUP)
+        self.assertEqual(self.Bridge.with_user(caller).call("compute", "method", 1, 1), 2)
+        call = self.Bridge.with_user(caller).call_later("compute", "method", args=(1, 1))
+        self.assertEqual(call.user_id, caller)
+
+    def test_arguments_must_be_json(self):
+        for args in ((object(),), (math.nan, 1), (1, {1, 2})):
+            with self.subTest(args=args), self.assertRaisesRegex(ValidationError, "JSON"):
+                self.queue(*args)
+        with self.assertRaisesRegex(ValidationError, "JSON"):
+            self.Bridge.sudo().call_later("compute", "method", kwargs={"a": object()})
+        self.assertFalse(self.Call.sudo().search([]))
+
+    def test_record_must_be_a_record_with_the_callback(self):
+        with self.assertRaisesRegex(ValidationError, "one record"):
+            self.queue(1, 1, record=42, callback="_on_background_sum")
+        with self.assertRaisesRegex(ValidationError, "no method"):
+            self.queue(1, 1, record=self.new_operation(1, 1), callback="_no_such_method")
+
+    def test_rollback_leaves_no_call_and_no_trigger(self):
+        self.triggers().unlink()
+        with self.assertRaises(ValueError), self.env.cr.savepoint():
+            self.queue(1, 1)
+            self.assertEqual(len(self.triggers()), 1)
+            raise ValueError("the transaction rolls back")
+        self.env.invalidate_all()
+        self.assertFalse(self.Call.sudo().search([]))
+        self.assertFalse(self.triggers())
+        # queued again after the rollback: the trigger is created again, once per transaction
+        self.queue(1, 1)
+        self.queue(2, 2)
+        self.assertEqual(len(self.triggers()), 1)
+
+
+class TestRunner(BackgroundCase):
+    def test_queued_operations_are_done_with_the_right_sums(self):
+        operations = self.new_operation(1, 2) | self.new_operation(40, 2) | self.new_operation(
+            0.1, 0.2)
+        action = operations.with_user(self.user).action_suma_queue()
+        self.assertEqual(action["params"]["type"], "info")
+        self.assertEqual(operations.mapped("state"), ["queued"] * 3)
+        calls = operations.bridge_call_id
+        self.assertEqual(len(calls), 3)
+        self.assertEqual(set(calls.mapped("user_id")), {self.user})
+        self.assertEqual(len(set(calls.mapped("batch"))), 1)
+        self.run_runner()
+        self.assertRecordValues(operations, [
+            {"state": "done", "result": 3.0, "attempts": 1, "computed_by": self.user.id},
+            {"state": "done", "result": 42.0, "attempts": 1, "computed_by": self.user.id},
+            {"state": "done", "result": 0.1 + 0.2, "attempts": 1, "computed_by": self.user.id},
+        ])
+        self.assertEqual(calls.mapped("state"), ["done"] * 3)
+        ended = self.bus_messages(CALLS_ENDED)
+        self.assertEqual(len(ended), 1)
+        self.assertEqual(sorted(ended[0]["payload"]["ids"]), sorted(operations.ids))
+        batch = self.bus_messages("simple_notification")
+        self.assertEqual(len(batch), 1)
+        self.assertIn("3 background calls done", batch[0]["payload"]["message"])
+
+    def test_operation_shows_sent_while_its_call_is_out(self):
+        operation = self.new_operation(1, 1)
+        operation.action_suma_queue()
+        claimed = self.Call.sudo()._claim(timedelta(seconds=60))
+        self.assertEqual(claimed, [(operation.bridge_call_id.id, 1)])
+        self.env.invalidate_all()
+        self.assertEqual(operation.state, "sent")
+        self.assertEqual(operation.attempts, 1)
+
+    def test_operands_refused_while_queued_and_sync_suma_refused(self):
+        operation = self.new_operation(1, 1)
+        operation.action_suma_queue()
+        with self.assertRaisesRegex(UserError, "call under way"):
+            operation.with_user(self.user).write({"field_1": 5})
+        with self.assertRaisesRegex(UserError, "call under way"):
+            operation.with_user(self.user).action_suma()
+
+    def test_server_action_compute_sums_in_background(self):
+        operations = self.new_operation(1, 2) | self.new_operation(3, 4)
+        server_action = self.env.ref(
+            "compute_bridge.compute_operation_action_compute_sums_background")
+        self.assertEqual(server_action.name, "Compute sums in background")
+        server_action.with_user(self.user).with_context(
+            active_model="compute.operation", active_ids=operations.ids).run()
+        self.assertEqual(operations.mapped("state"), ["queued"] * 2)
+        self.run_runner()
+        self.assertEqual(operations.mapped("result"), [3.0, 7.0])
+
+    def test_refused_operands_fail_at_once(self):
+        call = self.queue("abc", 1)
+        self.run_runner()
+        self.assertRecordValues(call, [{"state": "failed", "attempts": 1}])
+        self.assertIn("refused the operands", call.error_message)
+        batch = self.bus_messages("simple_notification")
+        self.assertIn("1 of 1 background calls failed", batch[0]["payload"]["message"])
+
+    def test_no_answer_is_retried_with_backoff_then_failed(self):
+        from kombu import Connection
+
+        service = "cb_no_consumer_%s" % uuid.uuid4().hex[:8]
+        config = self.env["ir.config_parameter"].sudo()
+        config.set_param(ALLOWED_METHODS_PARAM, "compute.method %s.method" % service)
+        config.set_param(MAX_ATTEMPTS_PARAM, 3)
+        config.set_param(RPC_TIMEOUT_PARAM, SHORT_TIMEOUT)
+        with Connection(BROKER_URL) as connection:
+            bound = rpc_queue(service)(connection.default_channel)
+            bound.declare()
+            try:
+                self.retry_until_failed(service)
+            finally:
+                bound.delete()
+
+    def retry_until_failed(self, service):
+        call = self.Bridge.sudo().call_later(service, "method", args=(1, 2))
+        for attempt in (1, 2):
+            before = fields.Datetime.now()
+            self.run_runner()
+            self.assertRecordValues(call, [{"state": "queued", "attempts": attempt}])
+            self.assertIn("No reply", call.error_message)
+            self.assertGreaterEqual(call.next_try,
+                                    before + timedelta(seconds=retry_delay(attempt)))
+            self.assertTrue(self.triggers().filtered(
+                lambda trigger: trigger.call_at == call.next_try))
+            self.run_runner()  # not due yet: nothing sent
+            self.assertEqual(call.attempts, attempt)
+            call.sudo().next_try = fields.Datetime.now()
+        self.run_runner()
+        self.assertRecordValues(call, [{"state": "failed", "attempts": 3}])
+
+    def test_service_away_requeues_without_counting(self):
+        service = "cb_not_running_%s" % uuid.uuid4().hex[:8]
+        self.env["ir.config_parameter"].sudo().set_param(
+            ALLOWED_METHODS_PARAM, "compute.method,%s.method" % service)
+        call = self.Bridge.sudo().call_later(service, "method", args=(1, 2))
+        self.run_runner()
+        self.assertRecordValues(call, [{"state": "queued", "attempts": 0}])
+        self.assertIn("not running", call.error_message)
+
+    def test_result_applied_once(self):
+        """Two runners sent the same call (the first one's lease expired): only the attempt
+        the call is waiting for stores its result and calls back."""
+        operation = self.new_operation(2, 3)
+        operation.action_suma_queue()
+        call = operation.bridge_call_id
+        [(_id, first)] = self.Call.sudo()._claim(timedelta(seconds=60))
+        call.sudo().sent_at = fields.Datetime.now() - timedelta(hours=1)  # the lease expired
+        [(_id, second)] = self.Call.sudo()._claim(timedelta(seconds=60))
+        self.assertEqual((first, second), (1, 2))
+        results = [call.sudo()._result(attempt, 5, 5, None, 1.0) for attempt in (1, 2, 2)]
+        calls_back = []
+        real = type(operation)._on_background_sum
+
+        def counting(record, bridge_call):
+            calls_back.append(bridge_call.state)
+            return real(record, bridge_call)
+
+        with patch.object(type(operation), "_on_background_sum", counting):
+            self.assertFalse(self.Call.sudo()._store(results[:1]))  # the late first runner
+            self.assertEqual(self.Call.sudo()._store(results[1:2]), call)
+            self.assertFalse(self.Call.sudo()._store(results[2:]))  # the same reply again
+        self.assertEqual(calls_back, ["done"])
+        self.assertRecordValues(operation, [{"state": "done", "result": 5.0, "attempts": 2}])
+
+    def test_expired_lease_is_claimed_again(self):
+        call = self.queue(1, 1)
+        self.assertTrue(self.Call.sudo()._claim(timedelta(seconds=60)))
+        self.assertFalse(self.Call.sudo()._claim(timedelta(seconds=60)))  # under lease
+        call.sudo().sent_at = fields.Datetime.now() - timedelta(seconds=61)
+        self.run_runner()
+        self.assertRecordValues(call, [{"state": "done", "attempts": 2, "result_json": "2"}])
+
+    def test_long_queue_is_drained_in_chunks_with_progress(self):
+        self.queue(1, 1)
+        self.queue(2, 2)
+        self.queue(3, 3)
+        cron, progress = self.cron.sudo()._add_progress()
+        with patch.object(compute_bridge_call, "CHUNK_SIZE", 2):
+            self.Call.sudo().with_context(cron.env.context)._cron_run_calls()
+        self.assertRecordValues(progress, [{"done": 2, "remaining": 1}])
+        self.assertGreaterEqual(CHUNK_SIZE, 200)
+
+    def test_requeue_and_cancel(self):
+        operation = self.new_operation(1, 1)
+        operation.action_suma_queue()
+        call = operation.bridge_call_id
+        with self.assertRaises(AccessError):
+            call.with_user(self.user).action_cancel()
+        call.with_user(self.manager).action_cancel()
+        self.assertEqual(call.state, "cancelled")
+        self.assertRecordValues(operation, [{"state": "draft", "bridge_call_id": False}])
+        self.run_runner()
+        self.assertEqual(call.state, "cancelled")  # never sent
+        failed = self.queue("abc", 1)
+        self.run_runner()
+        self.assertEqual(failed.state, "failed")
+        failed.sudo().args_json = "[1, 1]"  # as if the cause had been fixed
+        failed.with_user(self.manager).action_requeue()
+        self.assertRecordValues(failed, [{"state": "queued", "attempts": 0}])
+        self.run_runner()
+        self.assertRecordValues(failed, [{"state": "done", "result_json": "2"}])
+
+    def test_a_user_sees_only_own_calls(self):
+        other = new_test_user(self.env, "cb_other", groups="base.group_user,"
+                              "compute_bridge.group_compute_bridge_user")
+        mine = self.new_operation(1, 1)
+        theirs = self.new_operation(2, 2, user=other)
+        mine.action_suma_queue()
+        theirs.action_suma_queue()
+        visible = self.Call.with_user(self.user).search([])
+        self.assertEqual(visible, mine.bridge_call_id)
+        with self.assertRaises(AccessError):
+            theirs.bridge_call_id.with_user(self.user).read(["result_json"])
+        with self.assertRaises(AccessError):
+            self.Call.with_user(self.user).create({"service": "compute", "method": "method"})
+        self.assertEqual(self.Call.with_user(self.manager).search_count([]), 2)
+
+    def test_cleanup_deletes_old_ended_calls(self):
+        old, recent, pending = self.queue(1, 1), self.queue(2, 2), self.queue(3, 3)
+        (old | recent).sudo().write({"state": "done", "done_at": fields.Datetime.now()})
+        old.sudo().done_at = fields.Datetime.now() - timedelta(days=8)
+        self.Call.sudo()._cron_cleanup()
+        self.assertFalse(old.exists())
+        self.assertEqual((recent | pending).exists(), recent | pending)
