@@ -28,6 +28,10 @@ DRAIN_TIMEOUT = 120  # seconds: every bounded wait for calls to finish, with roo
 TRIED_TIMEOUT = 60  # seconds for the runner to have tried a call at least once
 STATE_POLL = 0.5  # seconds between two looks at the calls' states
 SAMPLES = 5  # interactive requests per measurement (idle, then with a backlog)
+# Seconds an interactive request may take with the backlog: generous (a busy 2-core machine).
+# A held worker would make it wait for a whole chunk of 2 s calls (200 x 2 s / 10 service
+# workers = 40 s); the synchronous Suma must moreover succeed within its own RPC timeout.
+INTERACTIVE_BOUND = 10
 ALLOW_SLOW = "compute.method slow.method"  # the allow-list while the slow service is called
 DEFAULT_ALLOWED = "compute.method"
 
@@ -460,7 +464,7 @@ def latencies(server, op):
 
 def test_no_worker_held(drainers, bridge, fleet, pg):
     """1,000 background calls waiting on a 2 s-per-call service: a no-op read and a
-    synchronous Suma on either server answer within the RPC timeout, as when idle."""
+    synchronous Suma (its own RPC timeout: 3 s) on either server answer, as when idle."""
     drainers.only(drainers.prefork, drainers.threaded)
     fleet.ensure(1)
     slow = fleet.start_slow_service(2)
@@ -482,7 +486,7 @@ def test_no_worker_held(drainers, bridge, fleet, pg):
                 name, 1000 * statistics.median(idle_reads), 1000 * statistics.median(reads),
                 1000 * statistics.median(idle_clicks), 1000 * statistics.median(clicks),
                 1000 * max(reads + clicks)))
-            assert max(reads + clicks) < RPC_TIMEOUT, report
+            assert max(reads + clicks) < INTERACTIVE_BOUND, report
         harness.measure("background: no worker held", "median idle -> with 1000 waiting (%s): "
                         "%s" % (waiting, "; ".join(report)))
     finally:
