@@ -205,7 +205,7 @@ class ComputeBridgeCall(models.Model):
             rows = self.env.cr.fetchall()
             self.env.invalidate_all()
             # the records show "sent" from the same commit as the calls
-            self.browse([row[0] for row in rows])._run_callbacks()
+            self.browse([row[0] for row in rows])._run_callbacks_isolated()
             return rows
 
         return self._in_own_transaction(claim) or []
@@ -290,21 +290,20 @@ class ComputeBridgeCall(models.Model):
     def _store(self, results):
         """Store each result on its call if the call is still ``sent`` with the attempt this
         runner sent, and run the callbacks of those that ended: one transaction."""
+        by_id = {result["id"]: result for result in results}
+
         def store():
             self.env.flush_all()
             self.env.invalidate_all()  # a replay must not see the rolled-back writes
-            stored = self.browse()
-            for result in results:
-                self.env.cr.execute(SQL(
-                    "SELECT id FROM compute_bridge_call WHERE id = %s AND state = %s "
-                    "AND attempts = %s FOR NO KEY UPDATE",
-                    result["id"], SENT, result["attempt"]), log_exceptions=False)
-                if self.env.cr.fetchone():
-                    call = self.browse(result["id"])
-                    call.write(result["vals"])
-                    stored |= call
+            self.env.cr.execute(SQL(
+                "SELECT id, attempts FROM compute_bridge_call WHERE id = ANY(%s) AND state = %s "
+                "ORDER BY id FOR NO KEY UPDATE", list(by_id), SENT), log_exceptions=False)
+            stored = self.browse([call_id for call_id, attempts in self.env.cr.fetchall()
+                                  if attempts == by_id[call_id]["attempt"]])
+            for call in stored:
+                call.write(by_id[call.id]["vals"])
             ended = stored.filtered(lambda call: call.state in (CALL_DONE, FAILED))
-            ended._run_callbacks()
+            ended._run_callbacks_isolated()
             ended._notify_users()
             retry_at = stored.filtered(lambda call: call.state == QUEUED).mapped("next_try")
             if retry_at:
@@ -320,6 +319,32 @@ class ComputeBridgeCall(models.Model):
             record = self.env[call.res_model].browse(call.res_id).exists()
             if record:
                 getattr(record, call.callback)(call)
+
+    def _run_callbacks_isolated(self):
+        """:meth:`_run_callbacks`, where a callback that raises fails its own call only (its
+        record's writes rolled back, the error on the call) instead of the whole chunk: a
+        chunk that could never be stored would be sent again and again."""
+        try:
+            with self.env.cr.savepoint():
+                self._run_callbacks()
+            return
+        except psycopg2.errors.SerializationFailure:
+            raise  # the whole transaction is replayed
+        except Exception:  # noqa: BLE001 - an addon's callback: any error, isolated below
+            _logger.info("compute.bridge.call: a callback failed; calling them one by one")
+        for call in self:
+            try:
+                with self.env.cr.savepoint():
+                    call._run_callbacks()
+            except psycopg2.errors.SerializationFailure:
+                raise
+            except Exception as error:  # noqa: BLE001 - logged and stored on the call
+                _logger.exception("compute.bridge.call(%s): callback %s.%s failed",
+                                  call.id, call.res_model, call.callback)
+                call.write({"state": FAILED, "done_at": fields.Datetime.now(),
+                            "error_message": self.env._(
+                                "The result could not be stored on %(model)s(%(id)s): %(error)s",
+                                model=call.res_model, id=call.res_id, error=error)})
 
     def _notify_users(self):
         """Tell each queuing user's open views which of their records have a result."""
