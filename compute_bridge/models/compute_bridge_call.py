@@ -54,6 +54,7 @@ SERIALIZATION_RETRIES = 3
 # A queued call not sent this long after its next try, or a sent one past its lease, is stuck.
 STUCK_AFTER = timedelta(minutes=5)
 MANAGER_GROUP = "compute_bridge.group_compute_bridge_manager"
+RUNNER_CRON = "compute_bridge.ir_cron_compute_bridge_run_calls"
 BUS_CALLS_ENDED = "compute_bridge.calls_ended"  # bus notification type, read by the JS service
 
 
@@ -132,7 +133,7 @@ class ComputeBridgeCall(models.Model):
                             "error_message": False, "batch_notified": False})
         calls._run_callbacks()
         if calls:
-            self.env.ref("compute_bridge.ir_cron_compute_bridge_run_calls").sudo()._trigger()
+            self.env.ref(RUNNER_CRON).sudo()._trigger()
         return True
 
     def action_cancel(self):
@@ -171,6 +172,10 @@ class ComputeBridgeCall(models.Model):
                 time.sleep(REQUEUE_DELAY)
         remaining = self._count_due(lease)
         self.env["ir.cron"]._notify_progress(done=len(claimed), remaining=remaining)
+        if claimed and remaining:
+            # ir.cron runs a partially done job again only when a cron thread wakes up
+            # (a minute at most): a trigger for now wakes it as soon as this run commits.
+            self.env.ref(RUNNER_CRON).sudo()._trigger()
 
     @api.model
     def _due_domain_sql(self, lease):
@@ -302,12 +307,12 @@ class ComputeBridgeCall(models.Model):
                                   if attempts == by_id[call_id]["attempt"]])
             for call in stored:
                 call.write(by_id[call.id]["vals"])
-            ended = stored.filtered(lambda call: call.state in (CALL_DONE, FAILED))
-            ended._run_callbacks_isolated()
-            ended._notify_users()
+            # queued again too: their records show "queued" again instead of "sent"
+            stored._run_callbacks_isolated()
+            stored.filtered(lambda call: call.state in (CALL_DONE, FAILED))._notify_users()
             retry_at = stored.filtered(lambda call: call.state == QUEUED).mapped("next_try")
             if retry_at:
-                self.env.ref("compute_bridge.ir_cron_compute_bridge_run_calls").sudo()._trigger(
+                self.env.ref(RUNNER_CRON).sudo()._trigger(
                     min(retry_at))
             return stored
 
@@ -315,10 +320,15 @@ class ComputeBridgeCall(models.Model):
 
     def _run_callbacks(self):
         """Call each call's callback on its record (those still existing) with the call."""
+        by_model = {}
         for call in self.filtered("callback"):
-            record = self.env[call.res_model].browse(call.res_id).exists()
-            if record:
-                getattr(record, call.callback)(call)
+            by_model.setdefault(call.res_model, []).append(call)
+        for model, calls in by_model.items():
+            # one query for the chunk's records; prefetched together for the callbacks
+            existing = self.env[model].browse([call.res_id for call in calls]).exists()
+            for call in calls:
+                if call.res_id in existing._ids:
+                    getattr(existing.browse(call.res_id), call.callback)(call)
 
     def _run_callbacks_isolated(self):
         """:meth:`_run_callbacks`, where a callback that raises fails its own call only (its
