@@ -41,6 +41,11 @@ class BackgroundCase(ComputeBridgeCase):
         cls.Bridge = cls.env["compute.bridge"]
         cls.cron = cls.env.ref(RUNNER_CRON)
 
+    def setUp(self):
+        super().setUp()
+        # calls another run left in the database (rolled back with the test)
+        self.Call.sudo().search([]).unlink()
+
     def run_runner(self):
         """One run of the cron's action, as the cron (superuser) runs it."""
         self.Call.sudo()._cron_run_calls()
