@@ -32,11 +32,11 @@ from ..rpc.background import (
     dumps_arguments,
     parse_allowed_methods,
 )
+from .compute_bridge_call import RUNNER_CRON
 
 _logger = logging.getLogger(__name__)
 
 ANY_SERVICE_GROUP = "compute_bridge.group_compute_bridge_any_service"
-RUNNER_CRON = "compute_bridge.ir_cron_compute_bridge_run_calls"
 # precommit.data key: the runner's trigger created in the current transaction
 TRIGGER_KEY = "compute_bridge.runner_trigger"
 

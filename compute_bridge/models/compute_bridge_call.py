@@ -54,6 +54,7 @@ SERIALIZATION_RETRIES = 3
 # A queued call not sent this long after its next try, or a sent one past its lease, is stuck.
 STUCK_AFTER = timedelta(minutes=5)
 MANAGER_GROUP = "compute_bridge.group_compute_bridge_manager"
+RUNNER_CRON = "compute_bridge.ir_cron_compute_bridge_run_calls"
 BUS_CALLS_ENDED = "compute_bridge.calls_ended"  # bus notification type, read by the JS service
 
 
@@ -132,7 +133,7 @@ class ComputeBridgeCall(models.Model):
                             "error_message": False, "batch_notified": False})
         calls._run_callbacks()
         if calls:
-            self.env.ref("compute_bridge.ir_cron_compute_bridge_run_calls").sudo()._trigger()
+            self.env.ref(RUNNER_CRON).sudo()._trigger()
         return True
 
     def action_cancel(self):
@@ -171,6 +172,10 @@ class ComputeBridgeCall(models.Model):
                 time.sleep(REQUEUE_DELAY)
         remaining = self._count_due(lease)
         self.env["ir.cron"]._notify_progress(done=len(claimed), remaining=remaining)
+        if claimed and remaining:
+            # ir.cron runs a partially done job again only when a cron thread wakes up
+            # (a minute at most): a trigger for now wakes it as soon as this run commits.
+            self.env.ref(RUNNER_CRON).sudo()._trigger()
 
     @api.model
     def _due_domain_sql(self, lease):
@@ -205,7 +210,7 @@ class ComputeBridgeCall(models.Model):
             rows = self.env.cr.fetchall()
             self.env.invalidate_all()
             # the records show "sent" from the same commit as the calls
-            self.browse([row[0] for row in rows])._run_callbacks()
+            self.browse([row[0] for row in rows])._run_callbacks_isolated()
             return rows
 
         return self._in_own_transaction(claim) or []
@@ -290,25 +295,24 @@ class ComputeBridgeCall(models.Model):
     def _store(self, results):
         """Store each result on its call if the call is still ``sent`` with the attempt this
         runner sent, and run the callbacks of those that ended: one transaction."""
+        by_id = {result["id"]: result for result in results}
+
         def store():
             self.env.flush_all()
             self.env.invalidate_all()  # a replay must not see the rolled-back writes
-            stored = self.browse()
-            for result in results:
-                self.env.cr.execute(SQL(
-                    "SELECT id FROM compute_bridge_call WHERE id = %s AND state = %s "
-                    "AND attempts = %s FOR NO KEY UPDATE",
-                    result["id"], SENT, result["attempt"]), log_exceptions=False)
-                if self.env.cr.fetchone():
-                    call = self.browse(result["id"])
-                    call.write(result["vals"])
-                    stored |= call
-            ended = stored.filtered(lambda call: call.state in (CALL_DONE, FAILED))
-            ended._run_callbacks()
-            ended._notify_users()
+            self.env.cr.execute(SQL(
+                "SELECT id, attempts FROM compute_bridge_call WHERE id = ANY(%s) AND state = %s "
+                "ORDER BY id FOR NO KEY UPDATE", list(by_id), SENT), log_exceptions=False)
+            stored = self.browse([call_id for call_id, attempts in self.env.cr.fetchall()
+                                  if attempts == by_id[call_id]["attempt"]])
+            for call in stored:
+                call.write(by_id[call.id]["vals"])
+            # queued again too: their records show "queued" again instead of "sent"
+            stored._run_callbacks_isolated()
+            stored.filtered(lambda call: call.state in (CALL_DONE, FAILED))._notify_users()
             retry_at = stored.filtered(lambda call: call.state == QUEUED).mapped("next_try")
             if retry_at:
-                self.env.ref("compute_bridge.ir_cron_compute_bridge_run_calls").sudo()._trigger(
+                self.env.ref(RUNNER_CRON).sudo()._trigger(
                     min(retry_at))
             return stored
 
@@ -316,10 +320,41 @@ class ComputeBridgeCall(models.Model):
 
     def _run_callbacks(self):
         """Call each call's callback on its record (those still existing) with the call."""
+        by_model = {}
         for call in self.filtered("callback"):
-            record = self.env[call.res_model].browse(call.res_id).exists()
-            if record:
-                getattr(record, call.callback)(call)
+            by_model.setdefault(call.res_model, []).append(call)
+        for model, calls in by_model.items():
+            # one query for the chunk's records; prefetched together for the callbacks
+            existing = self.env[model].browse([call.res_id for call in calls]).exists()
+            for call in calls:
+                if call.res_id in existing._ids:
+                    getattr(existing.browse(call.res_id), call.callback)(call)
+
+    def _run_callbacks_isolated(self):
+        """:meth:`_run_callbacks`, where a callback that raises fails its own call only (its
+        record's writes rolled back, the error on the call) instead of the whole chunk: a
+        chunk that could never be stored would be sent again and again."""
+        try:
+            with self.env.cr.savepoint():
+                self._run_callbacks()
+            return
+        except psycopg2.errors.SerializationFailure:
+            raise  # the whole transaction is replayed
+        except Exception:  # noqa: BLE001 - an addon's callback: any error, isolated below
+            _logger.info("compute.bridge.call: a callback failed; calling them one by one")
+        for call in self:
+            try:
+                with self.env.cr.savepoint():
+                    call._run_callbacks()
+            except psycopg2.errors.SerializationFailure:
+                raise
+            except Exception as error:  # noqa: BLE001 - logged and stored on the call
+                _logger.exception("compute.bridge.call(%s): callback %s.%s failed",
+                                  call.id, call.res_model, call.callback)
+                call.write({"state": FAILED, "done_at": fields.Datetime.now(),
+                            "error_message": self.env._(
+                                "The result could not be stored on %(model)s(%(id)s): %(error)s",
+                                model=call.res_model, id=call.res_id, error=error)})
 
     def _notify_users(self):
         """Tell each queuing user's open views which of their records have a result."""

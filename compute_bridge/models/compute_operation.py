@@ -371,7 +371,8 @@ class ComputeOperation(models.Model):
                         bridge_call_id=False)
         else:
             _logger.debug("compute.operation(%s): computation failed: %s", self.id, outcome.error)
-            vals.update(state=FAILED, bridge_call_id=False, error_message=self.env["compute.bridge"]._bridge_error_message(outcome.error))
+            message = self.env["compute.bridge"]._bridge_error_message(outcome.error)
+            vals.update(state=FAILED, bridge_call_id=False, error_message=message)
         self._write_bridge_fields(vals)
 
     @api.model

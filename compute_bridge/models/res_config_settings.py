@@ -11,15 +11,6 @@ from ..rpc import (
     mask_url,
     read_config,
 )
-from ..rpc.config import (
-    DEFAULT_RPC_TIMEOUT,
-    MASK,
-    InvalidSetting,
-    MaskedPassword,
-    check_broker_url,
-    check_rpc_timeout,
-    unmask_url,
-)
 from ..rpc.background import (
     ALLOWED_METHODS_PARAM,
     DEFAULT_ALLOWED_METHODS,
@@ -28,6 +19,15 @@ from ..rpc.background import (
     MAX_ATTEMPTS_PARAM,
     RETENTION_DAYS_PARAM,
     invalid_method_names,
+)
+from ..rpc.config import (
+    DEFAULT_RPC_TIMEOUT,
+    MASK,
+    InvalidSetting,
+    MaskedPassword,
+    check_broker_url,
+    check_rpc_timeout,
+    unmask_url,
 )
 from ..rpc.probe import probe_compute
 

@@ -12,6 +12,7 @@ from unittest.mock import patch
 from odoo import fields
 from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.tests import new_test_user
+from odoo.tools import mute_logger
 
 from ..models import compute_bridge_call
 from ..models.compute_bridge_call import CHUNK_SIZE, ComputeBridgeCall
@@ -39,6 +40,11 @@ class BackgroundCase(ComputeBridgeCase):
         cls.Call = cls.env["compute.bridge.call"]
         cls.Bridge = cls.env["compute.bridge"]
         cls.cron = cls.env.ref(RUNNER_CRON)
+
+    def setUp(self):
+        super().setUp()
+        # calls another run left in the database (rolled back with the test)
+        self.Call.sudo().search([]).unlink()
 
     def run_runner(self):
         """One run of the cron's action, as the cron (superuser) runs it."""
@@ -250,6 +256,24 @@ class TestRunner(BackgroundCase):
         self.assertEqual(calls_back, ["done"])
         self.assertRecordValues(operation, [{"state": "done", "result": 5.0, "attempts": 2}])
 
+    def test_a_failing_callback_fails_its_call_only(self):
+        good, bad = self.new_operation(1, 1), self.new_operation(2, 2)
+        (good | bad).action_suma_queue()
+        real = type(good)._on_background_sum
+
+        def failing_for_bad(record, bridge_call):
+            if record == bad and bridge_call.state == "done":
+                raise ValueError("cannot store this one")
+            return real(record, bridge_call)
+
+        with patch.object(type(good), "_on_background_sum", failing_for_bad), \
+                mute_logger("odoo.addons.compute_bridge.models.compute_bridge_call"):
+            self.run_runner()
+        self.assertRecordValues(good, [{"state": "done", "result": 2.0}])
+        self.assertEqual(bad.state, "sent")
+        self.assertEqual(bad.bridge_call_id.state, "failed")
+        self.assertIn("cannot store this one", bad.bridge_call_id.error_message)
+
     def test_expired_lease_is_claimed_again(self):
         call = self.queue(1, 1)
         self.assertTrue(self.Call.sudo()._claim(timedelta(seconds=60)))
@@ -264,7 +288,7 @@ class TestRunner(BackgroundCase):
         self.queue(3, 3)
         cron, progress = self.cron.sudo()._add_progress()
         with patch.object(compute_bridge_call, "CHUNK_SIZE", 2):
-            self.Call.sudo().with_context(cron.env.context)._cron_run_calls()
+            self.Call.sudo().with_context(**cron.env.context)._cron_run_calls()
         self.assertRecordValues(progress, [{"done": 2, "remaining": 1}])
         self.assertGreaterEqual(CHUNK_SIZE, 200)
 
