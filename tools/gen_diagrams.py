@@ -67,18 +67,18 @@ def graphviz_version(svg_text):
     return found.group(1) if found else None
 
 
+def current(source):
+    """True when the SVG beside ``source`` exists and was drawn from it as it is now."""
+    try:
+        with open(svg_path(source), encoding="utf-8") as handle:
+            return recorded_digest(handle.read()) == source_digest(source)
+    except FileNotFoundError:
+        return False
+
+
 def stale(docs_dir=DOCS_DIR):
     """Sources whose SVG is missing or was drawn from another version of the source."""
-    paths = []
-    for source in sources(docs_dir):
-        try:
-            with open(svg_path(source), encoding="utf-8") as handle:
-                if recorded_digest(handle.read()) == source_digest(source):
-                    continue
-        except FileNotFoundError:
-            pass
-        paths.append(source)
-    return paths
+    return [source for source in sources(docs_dir) if not current(source)]
 
 
 def main(argv=None):

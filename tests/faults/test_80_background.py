@@ -177,6 +177,23 @@ def tried(pg, ids):
                (list(ids),))[0][0]
 
 
+def waiting_then_done(pg, admin, ops, pairs, why, bring_back):
+    """The calls of ``ops`` tried (``why``: what keeps them from being done) and still waiting,
+    none done or failed; then ``bring_back()``, and all done right once. Returns their states
+    while waiting and the seconds from ``bring_back()`` to all done."""
+    harness.wait_until(lambda: tried(pg, ops), TRIED_TIMEOUT, interval=STATE_POLL,
+                       what="the runner trying the calls with %s" % why)
+    waiting = calls_of_ops(pg, ops)
+    assert set(waiting) <= set(QUEUED_STATES) and sum(waiting.values()) == len(ops), waiting
+    assert set(op_states(pg, ops)) <= set(QUEUED_STATES), op_states(pg, ops)
+    started = time.monotonic()
+    bring_back()
+    wait_ops(pg, ops)
+    elapsed = time.monotonic() - started
+    assert_right_once(pg, admin, ops, pairs)
+    return waiting, elapsed
+
+
 def assert_right_once(pg, admin, ids, pairs):
     """Each operation done with its sum, the sum applied by exactly one transaction."""
     rows = read_operations(admin, ids)
@@ -239,18 +256,10 @@ def test_services_down_then_up(drainers, bridge, fleet, pg):
     pairs = [(80_200_000 + i, 0.25) for i in range(200)]
     ops = create_operations(bridge, pairs)
     queue(bridge, ops)
-    harness.wait_until(lambda: tried(pg, ops), TRIED_TIMEOUT, interval=STATE_POLL,
-                       what="the runner trying the calls with no consumer")
-    calls = calls_of_ops(pg, ops)
-    assert set(calls) <= set(QUEUED_STATES) and sum(calls.values()) == 200, calls
-    assert set(op_states(pg, ops)) <= set(QUEUED_STATES), op_states(pg, ops)
-    started = time.monotonic()
-    fleet.ensure(1)
-    wait_ops(pg, ops)
-    elapsed = time.monotonic() - started
-    assert_right_once(pg, bridge, ops, pairs)
+    waiting, elapsed = waiting_then_done(pg, bridge, ops, pairs, "no consumer",
+                                         lambda: fleet.ensure(1))
     harness.measure("background: services down", "200 stayed %s while no consumer; done %.1f s "
-                    "after `nameko run` started" % (calls, elapsed))
+                    "after `nameko run` started" % (waiting, elapsed))
 
 
 def test_broker_down_queuing_succeeds(drainers, bridge, broker, fleet, pg):
@@ -259,24 +268,17 @@ def test_broker_down_queuing_succeeds(drainers, bridge, broker, fleet, pg):
     pairs = [(80_300_000 + i, 0.75) for i in range(50)]
     ops = create_operations(bridge, pairs)
     broker.stop()
-    try:
-        started = time.monotonic()
-        queue(bridge, ops)
-        queued_in = time.monotonic() - started
-        assert set(op_states(pg, ops)) <= set(QUEUED_STATES)
-        harness.wait_until(lambda: tried(pg, ops), TRIED_TIMEOUT, interval=STATE_POLL,
-                           what="the runner trying the calls with the broker down")
-        during = calls_of_ops(pg, ops)
-        assert set(during) <= set(QUEUED_STATES), during
-    finally:
+    started = time.monotonic()
+    queue(bridge, ops)
+    queued_in = time.monotonic() - started
+
+    def broker_back():
         broker.node.start()
-    back = time.monotonic()
-    fleet.ensure(1)
-    wait_ops(pg, ops)
-    elapsed = time.monotonic() - back
-    assert_right_once(pg, bridge, ops, pairs)
+        fleet.ensure(1)
+
+    waiting, elapsed = waiting_then_done(pg, bridge, ops, pairs, "the broker down", broker_back)
     harness.measure("background: broker down", "50 queued in %.2f s with the broker stopped (%s);"
-                    " all done %.1f s after it restarted" % (queued_in, during, elapsed))
+                    " all done %.1f s after it restarted" % (queued_in, waiting, elapsed))
 
 
 def test_refused_operand_fails_at_once(drainers, bridge, pg):
