@@ -16,16 +16,7 @@ import uuid
 from odoo import api, models
 from odoo.exceptions import AccessError, UserError, ValidationError
 
-from ..rpc import (
-    BrokerUnreachable,
-    InvalidBrokerUrl,
-    InvalidOperands,
-    RemoteFailure,
-    ServiceTimeout,
-    ServiceUnavailable,
-    call_many,
-    read_config,
-)
+from .. import rpc
 from ..rpc.background import (
     ALLOWED_METHODS_PARAM,
     DEFAULT_ALLOWED_METHODS,
@@ -60,7 +51,7 @@ class ComputeBridge(models.AbstractModel):
         """:func:`..rpc.call_many` after the access checks: one ``CallOutcome`` per request;
         raises a ``BridgeError`` when the whole batch failed (broker or service away)."""
         self._check_call_allowed(service, method)
-        return call_many(self._config(), service, method, args_list, kwargs_list)
+        return rpc.call_many(self._config(), service, method, args_list, kwargs_list)
 
     @api.model
     def call_later(self, service, method, args=(), kwargs=None, record=None, callback=None,
@@ -145,7 +136,7 @@ class ComputeBridge(models.AbstractModel):
 
     @api.model
     def _config(self):
-        return read_config(self.env["ir.config_parameter"].sudo().get_param, os.environ)
+        return rpc.read_config(self.env["ir.config_parameter"].sudo().get_param, os.environ)
 
     @api.model
     def _bridge_error_message(self, error):
@@ -155,27 +146,27 @@ class ComputeBridge(models.AbstractModel):
         first: InvalidBrokerUrl is a BrokerUnreachable.
         """
         params = error.params
-        if isinstance(error, InvalidBrokerUrl):
+        if isinstance(error, rpc.InvalidBrokerUrl):
             return self.env._("The message broker URL %(broker)s is not valid: %(detail)s.",
                               broker=params["broker"], detail=params["detail"])
-        if isinstance(error, BrokerUnreachable):
+        if isinstance(error, rpc.BrokerUnreachable):
             return self.env._("Cannot reach the message broker at %(broker)s (%(detail)s).",
                               broker=params["broker"], detail=params["detail"])
-        if isinstance(error, ServiceUnavailable):
+        if isinstance(error, rpc.ServiceUnavailable):
             return self.env._(
                 "The service %(service)s is not running: the broker at %(broker)s has no queue "
                 "for it.", service=params["service"], broker=params["broker"])
-        if isinstance(error, ServiceTimeout):
+        if isinstance(error, rpc.ServiceTimeout):
             return self.env._(
                 "No reply from %(service)s.%(method)s within %(timeout)s s (broker %(broker)s): "
                 "the service is busy or not consuming its queue.",
                 service=params["service"], method=params["method"],
                 timeout="%g" % params["timeout"], broker=params["broker"])
-        if isinstance(error, InvalidOperands):
+        if isinstance(error, rpc.InvalidOperands):
             return self.env._("%(service)s.%(method)s refused the operands: %(detail)s",
                               service=params["service"], method=params["method"],
                               detail=params["detail"])
-        if isinstance(error, RemoteFailure):
+        if isinstance(error, rpc.RemoteFailure):
             return self.env._("%(service)s.%(method)s failed with %(exc_type)s: %(detail)s",
                               service=params["service"], method=params["method"],
                               exc_type=params["exc_type"], detail=params["detail"])

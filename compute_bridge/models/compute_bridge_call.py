@@ -128,7 +128,7 @@ class ComputeBridgeCall(models.Model):
     def action_requeue(self):
         """Send failed, cancelled or stuck calls again, as new: attempts start over."""
         self._check_manager()
-        calls = self.filtered(lambda call: call.state != CALL_DONE)
+        calls = self.filtered(lambda call: call.state in (FAILED, CANCELLED) or call.is_stuck)
         calls.sudo().write({"state": QUEUED, "attempts": 0, "next_try": fields.Datetime.now(),
                             "error_message": False, "batch_notified": False})
         calls._run_callbacks()

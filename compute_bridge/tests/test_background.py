@@ -153,6 +153,13 @@ class TestRunner(BackgroundCase):
         self.assertEqual(len(batch), 1)
         self.assertIn("3 background calls done", batch[0]["payload"]["message"])
 
+    def test_a_user_gets_the_buttons_and_attempts(self):
+        views = self.Operation.with_user(self.user).get_views([(False, "form"), (False, "list")])
+        for view_type in ("form", "list"):
+            arch = views["views"][view_type]["arch"]
+            self.assertIn('name="action_suma_queue"', arch)
+        self.assertIn('name="attempts"', views["views"]["form"]["arch"])
+
     def test_operation_shows_sent_while_its_call_is_out(self):
         operation = self.new_operation(1, 1)
         operation.action_suma_queue()

@@ -315,8 +315,8 @@ class TestSumaWhileRecordsAreDeleted(TransactionCase):
                 self.wait_until_done_or_waiting(deleter, deleter_pids)
             return real_call_many(*args, **kwargs)
 
-        real_call_many = compute_bridge.call_many
-        with patch.object(compute_bridge, "call_many", call_many_meanwhile_delete):
+        real_call_many = compute_bridge.rpc.call_many
+        with patch.object(compute_bridge.rpc, "call_many", call_many_meanwhile_delete):
             action = self.suma()
         deleter.join(SYNC_TIMEOUT)
         self.assertFalse(deleter.is_alive())

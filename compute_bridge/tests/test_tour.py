@@ -45,6 +45,16 @@ class TestTour(HttpCase):
             with open(os.path.join(screenshot_dir, SCREENSHOT_NAME), "wb") as png:
                 png.write(shots[-1])
 
+    def test_suma_in_background_button(self):
+        self.start_tour(TOUR_URL, "compute_bridge_background_tour", login="admin",
+                        timeout=TOUR_TIMEOUT)
+        operation = self.env["compute.operation"].search(
+            [("field_1", "=", 20), ("field_2", "=", 22)], order="id desc", limit=1)
+        self.assertEqual(operation.state, "queued")
+        call = operation.bridge_call_id
+        self.assertRecordValues(call, [{"state": "queued", "user_id": self.env.ref(
+            "base.user_admin").id, "args_json": "[20.0,22.0]"}])
+
     def test_a_number_too_large_is_refused_not_zeroed(self):
         """The browser reads "1e400" as Infinity and sends it as null: saving must refuse it
         with the field's name, not store 0 and compute 0 + 1."""

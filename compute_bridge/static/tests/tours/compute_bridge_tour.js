@@ -1,6 +1,8 @@
 /** @odoo-module **/
 /* A user's first sum, in a real browser against the real services: open Operations, create a
- * record, type 99999 and 99999, press Suma, see 199998. Run by compute_bridge/tests/test_tour.py.
+ * record, type 99999 and 99999, press Suma, see 199998. Then the same with Suma in background:
+ * the operation is queued at once (the runner cron computes it after the request has
+ * committed). Run by compute_bridge/tests/test_tour.py.
  */
 
 import { queryOne } from "@odoo/hoot-dom";
@@ -9,9 +11,8 @@ import { registry } from "@web/core/registry";
 const OPERAND = "99999";
 const EXPECTED = 199998;
 
-registry.category("web_tour.tours").add("compute_bridge_tour", {
-    url: "/odoo/action-compute_bridge.compute_operation_action",
-    steps: () => [
+function createOperation(first, second) {
+    return [
         {
             content: "Create an operation",
             trigger: ".o_list_button_add",
@@ -20,13 +21,20 @@ registry.category("web_tour.tours").add("compute_bridge_tour", {
         {
             content: "Type the first value",
             trigger: ".o_field_widget[name=field_1] input",
-            run: `edit ${OPERAND}`,
+            run: `edit ${first}`,
         },
         {
             content: "Type the second value",
             trigger: ".o_field_widget[name=field_2] input",
-            run: `edit ${OPERAND}`,
+            run: `edit ${second}`,
         },
+    ];
+}
+
+registry.category("web_tour.tours").add("compute_bridge_tour", {
+    url: "/odoo/action-compute_bridge.compute_operation_action",
+    steps: () => [
+        ...createOperation(OPERAND, OPERAND),
         {
             content: "Press Suma: the record is saved, then the compute service adds the values",
             trigger: ".o_form_statusbar button[name=action_suma]:visible",
@@ -59,6 +67,26 @@ registry.category("web_tour.tours").add("compute_bridge_tour", {
                     throw new Error(`expected ${EXPECTED}, the form shows "${shown}"`);
                 }
             },
+        },
+    ],
+});
+
+registry.category("web_tour.tours").add("compute_bridge_background_tour", {
+    url: "/odoo/action-compute_bridge.compute_operation_action",
+    steps: () => [
+        ...createOperation(20, 22),
+        {
+            content: "Press Suma in background: the record is saved and queued",
+            trigger: ".o_form_statusbar button[name=action_suma_queue]:visible",
+            run: "click",
+        },
+        {
+            content: "The operation is queued",
+            trigger: ".o_statusbar_status button.o_arrow_button_current[data-value=queued]",
+        },
+        {
+            content: "Its call is under way: no Suma button until it ends",
+            trigger: ".o_form_statusbar:not(:has(button[name^=action_suma]))",
         },
     ],
 });
