@@ -523,9 +523,10 @@ def phase_drain(report, odoo, raw, ids, pending, results):
     report.line("  raw pipelined    %8.0f calls/s  (%d in %.2f s)" % (raw_rate, n, raw_seconds))
     report.ratio("background drain rate / raw pipelined rate", drain_rate / raw_rate)
     results["drain_ratio"] = drain_rate / raw_rate
-    # The benchmark database is kept between runs: its call rows go now, not after the
-    # retention the daily cleanup keeps.
-    call_ids = client.execute(CALL_MODEL, "search", mine)
+    # The benchmark database is kept between runs: its ended calls (6a's and 6b's) go now,
+    # not after the retention the daily cleanup keeps.
+    call_ids = client.execute(CALL_MODEL, "search",
+                              [("state", "not in", list(OPEN_CALL_STATES))])
     client.execute(CALL_MODEL, "unlink", call_ids)
     report.line("  rows: %d call rows of this run deleted; %d left in compute_bridge_call"
                 % (len(call_ids), client.execute(CALL_MODEL, "search_count", [])))
