@@ -117,6 +117,7 @@ class RpcConnection:
 
     def __init__(self, broker_url, deadline):
         self.deadline = deadline
+        self.headers = None  # AMQP headers for the requests of the call in progress (telemetry)
         # correlation id -> ((content type, encoding, body), time.monotonic() of arrival)
         self.replies = {}
         self.returned = False
@@ -150,7 +151,7 @@ class RpcConnection:
         message = amqp.Message(
             body, content_type=content_type, content_encoding=encoding,
             correlation_id=correlation_id, reply_to=self.reply_to,
-            delivery_mode=REQUEST_DELIVERY_MODE,
+            delivery_mode=REQUEST_DELIVERY_MODE, application_headers=self.headers,
         )
         try:
             self._channel.basic_publish(
