@@ -40,7 +40,7 @@ OPERAND_FIELDS = ("field_1", "field_2")
 # ComputeOperation._write_bridge_fields: a client that could write them could show a sum the
 # service never computed, in the name of someone who never pressed Suma.
 BRIDGE_FIELDS = frozenset(
-    {"result", "state", "error_message", "duration", "computed_by", "computed_on"})
+    {"result", "state", "error_message", "duration", "computed_by", "computed_on", "service"})
 # ``name`` is computed from the operands: a written one would label the record with other numbers.
 CLIENT_READONLY_FIELDS = BRIDGE_FIELDS | {"name"}
 # The states in which nothing is under way, so an operand may change (making the result stale).
@@ -51,7 +51,7 @@ OPERAND_EDITABLE_STATES = frozenset({DRAFT, DONE, FAILED})
 # A record whose operands changed is as if never computed.
 STALE_VALUES = {
     "state": DRAFT, "result": False, "error_message": False, "duration": False,
-    "computed_by": False, "computed_on": False,
+    "computed_by": False, "computed_on": False, "service": False,
 }
 
 
@@ -108,6 +108,8 @@ class ComputeOperation(models.Model):
     )
     computed_by = fields.Many2one("res.users", readonly=True, copy=False)
     computed_on = fields.Datetime(readonly=True, copy=False)
+    # Stored so that the charts can group by it (compute.operation.stats): the service asked.
+    service = fields.Char(readonly=True, copy=False, help="The service that computed it.")
 
     @api.depends("field_1", "field_2")
     def _compute_name(self):
@@ -349,6 +351,7 @@ class ComputeOperation(models.Model):
             "duration": outcome.duration_ms,
             "computed_by": self.env.uid,
             "computed_on": fields.Datetime.now(),
+            "service": COMPUTE_SERVICE,
         }
         if outcome.error is None:
             vals.update(result=outcome.value, state=DONE, error_message=False)
