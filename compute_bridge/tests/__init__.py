@@ -10,3 +10,4 @@ from . import test_tour
 from . import test_i18n
 from . import test_bridge_config
 from . import test_operation_integrity
+from . import test_metrics
