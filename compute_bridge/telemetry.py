@@ -23,13 +23,13 @@ Switches (environment, read at server start): ``COMPUTE_BRIDGE_METRICS=0`` and
 import contextlib
 import logging
 import os
+import random
 import shutil
 
 import psutil
 
-from odoo.tools import config as odoo_config
-
 from .rpc import telemetry as rpc_telemetry
+from .rpc.client import idle_connections
 from .rpc.errors import (
     BrokerUnreachable,
     InvalidBrokerUrl,
@@ -65,6 +65,7 @@ FAILURE_KINDS = (
     (RemoteFailure, "remote_error"),
 )
 OTHER_FAILURE = "other"
+TRACE_ID_BITS, SPAN_ID_BITS = 128, 64  # W3C Trace Context
 
 
 def _enabled(env_var):
@@ -105,7 +106,11 @@ def _server_pid():
 
 
 def metrics_root():
-    return os.path.join(odoo_config["data_dir"], METRICS_DIR_NAME)
+    # imported here: benchmarks/run.py loads this module without Odoo (PROMETHEUS_MULTIPROC_DIR
+    # set, so this is not called)
+    from odoo.tools import config
+
+    return os.path.join(config["data_dir"], METRICS_DIR_NAME)
 
 
 def prepare_metrics_dir():
@@ -162,6 +167,15 @@ class Metrics:
             "compute_bridge_pool_connections",
             "AMQP connections of the RPC pool: idle, or in use by a call.",
             ["state"], multiprocess_mode="livesum")
+        self.in_use = self.connections.labels("in_use")
+        self.idle = self.connections.labels("idle")
+        self.idle_now = None
+
+    def set_idle(self, count):
+        # written only when it changes: each write is a locked write to the metrics file
+        if count != self.idle_now:
+            self.idle_now = count
+            self.idle.set(count)
 
     def record(self, service, method, outcomes, error):
         if error is not None:
@@ -192,15 +206,38 @@ def setup_tracing():
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
 
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME_KEY: SERVICE_NAME}))
-    if any(os.environ.get(name) for name in OTLP_ENDPOINT_ENV_VARS):
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    if not any(os.environ.get(name) for name in OTLP_ENDPOINT_ENV_VARS):
+        return IdsOnlyTracer()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-        # BatchSpanProcessor restarts its export thread in a forked child (prefork workers).
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME_KEY: SERVICE_NAME}))
+    # BatchSpanProcessor restarts its export thread in a forked child (prefork workers).
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     return trace.get_tracer(TRACER_NAME)
+
+
+class IdsOnlyTracer:
+    """The tracer used while no span is exported: spans that are only ids (OpenTelemetry's
+    NonRecordingSpan), enough for the log lines' trace ids and for the traceparent passed on,
+    at a small part of the SDK's cost per span. Same calls as an OpenTelemetry tracer."""
+
+    def start_span(self, name, context=None, kind=None, attributes=None):
+        from opentelemetry import trace
+
+        parent = trace.get_current_span(context).get_span_context()
+        trace_id = parent.trace_id if parent.is_valid else random.getrandbits(TRACE_ID_BITS)
+        flags = parent.trace_flags if parent.is_valid else trace.TraceFlags.SAMPLED
+        return trace.NonRecordingSpan(trace.SpanContext(
+            trace_id, random.getrandbits(SPAN_ID_BITS), is_remote=False, trace_flags=flags))
+
+    @contextlib.contextmanager
+    def start_as_current_span(self, name, context=None, kind=None, attributes=None):
+        from opentelemetry import trace
+
+        with trace.use_span(self.start_span(name, context), end_on_exit=True) as span:
+            yield span
 
 
 def current_trace_id():
@@ -209,6 +246,13 @@ def current_trace_id():
 
     context = trace.get_current_span().get_span_context()
     return trace.format_trace_id(context.trace_id) if context.is_valid else None
+
+
+def traceparent(span_context):
+    """The W3C ``traceparent`` of a span: what OpenTelemetry's TraceContextTextMapPropagator
+    writes, without the context objects it builds on the way (this runs for every call)."""
+    return "00-%032x-%016x-%02x" % (span_context.trace_id, span_context.span_id,
+                                    span_context.trace_flags)
 
 
 class TraceIds(logging.Filter):
@@ -233,12 +277,13 @@ def log_trace_ids():
 @contextlib.contextmanager
 def request_span(name, headers):
     """A server span for one HTTP request, continuing its ``traceparent`` header if any."""
-    from opentelemetry.propagate import extract
     from opentelemetry.trace import SpanKind
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    carrier = {"traceparent": headers.get("traceparent", "")}
-    with _tracer.start_as_current_span(name, context=extract(carrier),
-                                       kind=SpanKind.SERVER) as span:
+    traceparent = headers.get("traceparent")
+    parent = (TraceContextTextMapPropagator().extract({"traceparent": traceparent})
+              if traceparent else None)
+    with _tracer.start_as_current_span(name, context=parent, kind=SpanKind.SERVER) as span:
         yield span
 
 
@@ -255,33 +300,24 @@ class BridgeObserver(rpc_telemetry.CallObserver):
             from opentelemetry.trace import SpanKind
 
             span = self.tracer.start_span("%s.%s" % (service, method), kind=SpanKind.CLIENT,
-                                          attributes={"rpc.system": "nameko",
-                                                      "rpc.service": service,
-                                                      "rpc.method": method,
-                                                      "compute_bridge.requests": count})
+                                          attributes={"rpc.service": service,
+                                                      "rpc.method": method})
         if self.metrics is not None:
-            self.metrics.connections.labels("in_use").inc()
+            self.metrics.in_use.inc()
         return service, method, count, span
 
     def message_headers(self, started):
         span = started[3]
         if span is None:
             return None
-        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-        from opentelemetry.trace import set_span_in_context
-
-        carrier = {}
-        TraceContextTextMapPropagator().inject(carrier, set_span_in_context(span))
-        return {rpc_telemetry.TRACEPARENT_HEADER: carrier["traceparent"]} if carrier else None
+        return {rpc_telemetry.TRACEPARENT_HEADER: traceparent(span.get_span_context())}
 
     def call_ended(self, started, outcomes=None, error=None):
         service, method, count, span = started
         if self.metrics is not None:
             self.metrics.record(service, method, outcomes or [None] * count, error)
-            self.metrics.connections.labels("in_use").dec()
-            from .rpc.client import idle_connections
-
-            self.metrics.connections.labels("idle").set(idle_connections())
+            self.metrics.in_use.dec()
+            self.metrics.set_idle(idle_connections())
         if span is not None:
             if error is not None:
                 span.record_exception(error)
