@@ -152,7 +152,7 @@ class Notifier(EventDispatcher):
         batch, self._batch = self._batch, []
         if not batch:
             return
-        messages, traceparents = zip(*batch)
+        messages, traceparents = zip(*batch, strict=True)
         try:
             self.send_batch(list(messages), traceparents)
         except Exception as error:  # noqa: BLE001 - the sums are already delivered

@@ -9,7 +9,6 @@
 
 import collections
 import http.server
-import os
 import re
 import secrets
 import threading

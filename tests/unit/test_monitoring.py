@@ -8,8 +8,7 @@ import re
 
 import pytest
 import yaml
-from test_compose import COMPOSE_FILE, REPO, environment
-from test_compose import compose  # noqa: F401 - the fixture, shared
+from test_compose import COMPOSE_FILE, INIT_SECRET, REPO, SECRETS, environment, run_config
 
 DASHBOARD = os.path.join(REPO, "docker", "grafana", "dashboards", "compute_bridge.json")
 PROMETHEUS_CONF = os.path.join(REPO, "docker", "prometheus", "prometheus.yml")
@@ -58,6 +57,14 @@ def test_prometheus_scrapes_the_services_odoo_and_rabbitmq():
     assert jobs["odoo"]["metrics_path"] == "/compute_bridge/metrics"
     assert jobs["odoo"]["authorization"]["type"] == "Bearer"
     assert jobs["rabbitmq"]["static_configs"][0]["targets"] == ["rabbitmq:15692"]
+
+
+@pytest.fixture(scope="module")
+def compose(tmp_path_factory):
+    """What `docker-compose config` makes of the file (the profiles' services included)."""
+    result = run_config(tmp_path_factory.mktemp("compose"), dict(SECRETS, **INIT_SECRET))
+    assert result.returncode == 0, "docker-compose config failed:\n" + result.stderr
+    return yaml.safe_load(result.stdout)
 
 
 @pytest.fixture(scope="module")
