@@ -28,16 +28,9 @@ import shutil
 
 import psutil
 
+from .rpc import errors
 from .rpc import telemetry as rpc_telemetry
 from .rpc.client import idle_connections
-from .rpc.errors import (
-    BrokerUnreachable,
-    InvalidBrokerUrl,
-    InvalidOperands,
-    RemoteFailure,
-    ServiceTimeout,
-    ServiceUnavailable,
-)
 
 _logger = logging.getLogger(__name__)
 
@@ -57,12 +50,12 @@ OUTCOME_OK, OUTCOME_FAILED = "ok", "failed"
 # What went wrong, as a metric label: most specific class first (InvalidBrokerUrl is a
 # BrokerUnreachable).
 FAILURE_KINDS = (
-    (InvalidBrokerUrl, "invalid_broker_url"),
-    (BrokerUnreachable, "broker_unreachable"),
-    (ServiceUnavailable, "service_unavailable"),
-    (ServiceTimeout, "timeout"),
-    (InvalidOperands, "invalid_operands"),
-    (RemoteFailure, "remote_error"),
+    (errors.InvalidBrokerUrl, "invalid_broker_url"),
+    (errors.BrokerUnreachable, "broker_unreachable"),
+    (errors.ServiceUnavailable, "service_unavailable"),
+    (errors.ServiceTimeout, "timeout"),
+    (errors.InvalidOperands, "invalid_operands"),
+    (errors.RemoteFailure, "remote_error"),
 )
 OTHER_FAILURE = "other"
 TRACE_ID_BITS, SPAN_ID_BITS = 128, 64  # W3C Trace Context
@@ -79,7 +72,7 @@ TRACING_ON = _enabled(TRACING_ENV_VAR)
 def failure_kind(error):
     """The metric label of ``error``.
 
-    >>> failure_kind(ServiceTimeout(service="compute", method="m", timeout=1, broker="b"))
+    >>> failure_kind(errors.ServiceTimeout(service="compute", method="m", timeout=1, broker="b"))
     'timeout'
     """
     for error_class, kind in FAILURE_KINDS:

@@ -1,6 +1,7 @@
 """GET /compute_bridge/metrics, the charts' statistics and the instances' rates, with the real
 broker and services (the harness runs them)."""
 
+import doctest
 import json
 import os
 import re
@@ -11,6 +12,7 @@ from freezegun import freeze_time
 from odoo.tests import HttpCase, tagged
 
 from .. import heartbeats, telemetry
+from ..controllers import metrics as metrics_controller
 from ..controllers.metrics import ROUTE, TOKEN_ENV_VAR, TOKEN_PARAM
 from ..rpc import (
     BROKER_URL_ENV_VAR,
@@ -88,6 +90,12 @@ class TestMetricsEndpoint(HttpCase):
         self.assertEqual(after['compute_bridge_pool_connections{state="in_use"}'], 0)
         if "compute.bridge.call" in self.env:  # background calls (issue 12) installed
             self.assertIn("compute_bridge_background_oldest_queued_seconds", after)
+
+    def test_doctests(self):
+        for module in (telemetry, metrics_controller):
+            result = doctest.testmod(module)
+            self.assertGreater(result.attempted, 0, module.__name__)
+            self.assertEqual(result.failed, 0, module.__name__)
 
     def test_failure_kinds(self):
         from ..rpc.errors import BrokerUnreachable, RemoteFailure
