@@ -248,23 +248,25 @@ def traceparent(span_context):
                                     span_context.trace_flags)
 
 
-class TraceIds(logging.Filter):
-    """Ends each log line written while a span is current with `` trace_id=<32 hex>``."""
+class TraceIds(logging.Formatter):
+    """Wraps a handler's formatter: each line written while a span is current ends with
+    ` trace_id=<32 hex>`. The record itself is left alone (other handlers, tests' captures)."""
 
-    def filter(self, record):
-        if not hasattr(record, "trace_id"):
-            record.trace_id = current_trace_id()
-            if record.trace_id:
-                record.msg = "%s trace_id=%s" % (record.getMessage(), record.trace_id)
-                record.args = None
-        return True
+    def __init__(self, formatter=None):
+        super().__init__()
+        self.formatter = formatter or logging.Formatter()
+
+    def format(self, record):
+        text = self.formatter.format(record)
+        trace_id = current_trace_id()
+        return "%s trace_id=%s" % (text, trace_id) if trace_id else text
 
 
 def log_trace_ids():
-    """Install TraceIds on the root logger's handlers (once)."""
+    """Wrap the formatters of the root logger's handlers (Odoo's) in TraceIds (once)."""
     for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, TraceIds) for f in handler.filters):
-            handler.addFilter(TraceIds())
+        if not isinstance(handler.formatter, TraceIds):
+            handler.setFormatter(TraceIds(handler.formatter))
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@
 - Tracing: runs each worker in an OpenTelemetry span that continues its caller's trace.
 """
 
+import contextlib
 import datetime
 import json
 import logging
@@ -345,8 +346,8 @@ class Tracing(DependencyProvider):
     """Runs each worker in a span continuing the caller's `traceparent` (context data), and
     gives the worker its own span's, which nameko passes on to the calls and events it makes.
 
-    The worker gets each_traced(messages): the messages of a batched event, each yielded while
-    the span of its own trace (header `nameko.traceparents`) is current.
+    The worker gets message_span(position): a context manager in which the span of the trace of
+    the message at `position` of a batched event (header `nameko.traceparents`) is current.
     """
 
     def setup(self):
@@ -385,17 +386,16 @@ class Tracing(DependencyProvider):
             span.end()
 
     def get_dependency(self, worker_ctx):
-        def each_traced(messages):
+        @contextlib.contextmanager
+        def message_span(position):
             traceparents = worker_ctx.context_data.get(telemetry.TRACEPARENTS_KEY) or ()
+            traceparent = traceparents[position] if position < len(traceparents) else ""
             tracer = telemetry.tracer()
-            for position, message in enumerate(messages):
-                traceparent = traceparents[position] if position < len(traceparents) else ""
-                if tracer is None or not traceparent:
-                    yield message
-                    continue
-                with tracer.start_as_current_span(
-                        "%s message" % self.container.service_name,
-                        context=telemetry.parent_context(traceparent)):
-                    yield message
+            if tracer is None or not traceparent:
+                yield
+                return
+            with tracer.start_as_current_span("%s message" % self.container.service_name,
+                                              context=telemetry.parent_context(traceparent)):
+                yield
 
-        return each_traced
+        return message_span

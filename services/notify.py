@@ -37,5 +37,6 @@ class NotifyService:
     def on_operations_completed(self, messages):
         # compute batches its notifications: one line per message all the same, each in the
         # trace of the call it tells about
-        for message in self.tracing(messages):
-            self.send(message)
+        for position, message in enumerate(messages):
+            with self.tracing(position):
+                self.send(message)

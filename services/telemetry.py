@@ -100,16 +100,18 @@ def current_trace_id():
     return trace.format_trace_id(context.trace_id) if context.is_valid else None
 
 
-class TraceIds(logging.Filter):
-    """Ends each log line written while a span is current with ` trace_id=<32 hex>`."""
+class TraceIds(logging.Formatter):
+    """Wraps a handler's formatter: each line written while a span is current ends with
+    ` trace_id=<32 hex>`. The record itself is left alone (other handlers, tests' captures)."""
 
-    def filter(self, record):
-        if not hasattr(record, "trace_id"):
-            record.trace_id = current_trace_id()
-            if record.trace_id:
-                record.msg = "%s trace_id=%s" % (record.getMessage(), record.trace_id)
-                record.args = None
-        return True
+    def __init__(self, formatter=None):
+        super().__init__()
+        self.formatter = formatter or logging.Formatter()
+
+    def format(self, record):
+        text = self.formatter.format(record)
+        trace_id = current_trace_id()
+        return "%s trace_id=%s" % (text, trace_id) if trace_id else text
 
 
 def setup():
@@ -132,8 +134,8 @@ def setup():
     else:
         _tracer = IdsOnlyTracer()
     for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, TraceIds) for f in handler.filters):
-            handler.addFilter(TraceIds())
+        if not isinstance(handler.formatter, TraceIds):
+            handler.setFormatter(TraceIds(handler.formatter))
 
 
 def parent_context(traceparent):

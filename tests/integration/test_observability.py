@@ -28,7 +28,7 @@ HTTP_TIMEOUT = 60  # seconds, for any one request to Odoo
 WAIT_TIMEOUT = 30  # seconds, for a log line or exported spans
 TOKEN = secrets.token_hex(16)
 ODOO_LOG_LINE = re.compile(r"^\S+ \S+ (\d+) INFO \S+ odoo\.addons\.compute_bridge\.models\."
-                           r"compute_operation: Suma of 1 operations: all done trace_id=(\w+)")
+                           r"compute_operation: Suma of 1 operations: all done .*trace_id=(\w+)$")
 METRIC_LINE = re.compile(r"^(\w+)(\{[^}]*\})? (\S+)$")
 
 
