@@ -4,6 +4,9 @@
 broker and still stands (two heartbeat intervals); 503 otherwise: the broker is lost, or was
 never reached, or the checks stopped. The body is this instance's identity either way.
 
+GET /metrics on the same port: the Prometheus metrics of every service this process runs
+(services/telemetry.py); 404 when COMPUTE_BRIDGE_METRICS=0.
+
 Port: WEB_SERVER_ADDRESS (environment, then nameko config) is bound exactly; unset, 0.0.0.0:8000
 is tried and a free port taken when another instance on the host has it (services/entrypoints.py).
 """
