@@ -115,9 +115,10 @@ class RpcConnection:
     :class:`DeadlineExceeded` and the connection must be :meth:`abort`-ed, not reused.
     """
 
+    headers = None  # AMQP headers for the requests of the call in progress (rpc/telemetry.py)
+
     def __init__(self, broker_url, deadline):
         self.deadline = deadline
-        self.headers = None  # AMQP headers for the requests of the call in progress (telemetry)
         # correlation id -> ((content type, encoding, body), time.monotonic() of arrival)
         self.replies = {}
         self.returned = False
