@@ -174,9 +174,11 @@ class ComputeServiceInstance(models.Model):
             return self.browse()
         instance = self.browse(row[0])
         instance.write(values)
+        # the services it runs: "service" is the one that sends the beat (heartbeat)
         _logger.info(
-            "new %s instance %s on %s (pid %s)",
-            values["service"], values["instance_id"], values["host"], values["pid"],
+            "new service instance %s on %s (pid %s) running %s",
+            values["instance_id"], values["host"], values["pid"],
+            values["services"] or values["service"],
         )
         return instance
 
