@@ -139,7 +139,8 @@ class ComputeServiceInstance(models.Model):
         if not instance:
             return self._insert_instance(values)
         values["calls_per_minute"] = heartbeats.calls_per_minute(
-            instance.calls_served, instance.last_beat, beat["calls_served"], values["last_beat"])
+            instance.calls_served, instance.last_beat, beat.get("calls_served", 0),
+            values["last_beat"])
         # log_exceptions=False: a row updated since this transaction began raises a
         # serialization failure, which Odoo retries on its own; it is not an error to log.
         self.env.cr.execute(
@@ -178,7 +179,7 @@ class ComputeServiceInstance(models.Model):
         _logger.info(
             "new service instance %s on %s (pid %s) running %s",
             values["instance_id"], values["host"], values["pid"],
-            values["services"] or values["service"],
+            values.get("services") or values["service"],
         )
         return instance
 
