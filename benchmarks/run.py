@@ -19,6 +19,10 @@ Phases (each prints median and p90 per variant, N, and the ratios between varian
 6. background calls: the "Suma in background" click (action_suma_queue) vs Odoo's own no-op
    write over XML-RPC, then 10,000 queued calls drained by the server's cron thread vs 10,000 raw
    pipelined call_async to the same services;
+7. what metrics and tracing cost per call: the pooled client with the Odoo side's observer
+   (prometheus-client, an OpenTelemetry request span and call span) calling services that count
+   and trace, vs no observer calling services started with COMPUTE_BRIDGE_METRICS=0 and
+   COMPUTE_BRIDGE_TRACING=0 (in a second vhost, so that each variant reaches its own);
 4. services throughput with 1 and 2 `nameko run` instances (last: it needs the CPU to itself).
 
 Numbers are for comparison within one run; nothing here asserts on time.
@@ -29,6 +33,7 @@ import concurrent.futures
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -72,6 +77,7 @@ TARGET_DRAIN_RATIO = 0.8  # background drain rate / raw pipelined rate, at least
 DRAIN_TIMEOUT = 900  # seconds for the cron thread to drain the background calls
 DRAIN_POLL = 0.25  # seconds between two counts of the calls left
 QUEUE_CHUNK = 1000  # records created and queued per XML-RPC request
+TARGET_TELEMETRY_RATIO = 1.05  # a call with metrics and tracing / one without, at most
 RSS_TOLERANCE_KIB = 8 * 1024  # RSS may wobble this much (allocator arenas) without a leak
 
 # Sizes. --quick divides most of them, for trying the harness out.
@@ -82,6 +88,7 @@ SIZES = {
     "soak_calls": 10000, "soak_click_share": 0.2, "soak_threads": 4,
     "throughput_calls": 4000, "throughput_clients": 2, "throughput_window": 40,
     "queue_rounds": 10, "queue_per_round": 10, "drain_calls": 10000,
+    "telemetry_rounds": 10, "telemetry_per_round": 50,
 }
 
 VHOST = os.environ.get("BENCH_VHOST", "compute_bridge_bench")
@@ -90,6 +97,7 @@ ODOO_PORT = int(os.environ.get("BENCH_ODOO_PORT", "8269"))
 # Where `nameko run services` is run from: the repository (default) or another checkout.
 SERVICES_ROOT = os.environ.get("BENCH_SERVICES_ROOT", REPO)
 SERVICES_WEB_PORT = int(os.environ.get("BENCH_SERVICES_WEB_PORT", "18100"))
+TELEMETRY_OFF_PORT_OFFSET = 10  # the telemetry-off instance's /health port, after the others'
 START_TIMEOUT = 120  # seconds for a `nameko run` to consume
 
 
@@ -273,6 +281,74 @@ def phase_inproc(report, amqp_uri, raw, sizes, results):
         report.ratio("per-call / pooled", per_med / pooled_med)
         report.ratio("pooled / raw persistent", pooled_med / raw_med)
         results["inproc_pooled_ratio"] = pooled_med / raw_med
+
+
+def load_bridge_telemetry():
+    """compute_bridge/telemetry.py without Odoo: the addon's folder as a package whose
+    __init__ (which imports Odoo) is not run; the metrics go to a folder of ours."""
+    import types
+
+    folder = os.path.join(REPO, "compute_bridge")
+    package = types.ModuleType("compute_bridge_bench_addon")
+    package.__path__ = [folder]
+    sys.modules[package.__name__] = package
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(BENCH_DIR, "metrics")
+    shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    return importlib.import_module(package.__name__ + ".telemetry")
+
+
+def phase_telemetry(report, amqp_root, amqp_uri, admin, sizes, results):
+    report.header("(6) metrics and tracing, per call  (pooled compute.method; services: 1 "
+                  "instance each)")
+    off_vhost = VHOST + "_telemetry_off"
+    admin.create_vhost(off_vhost)
+    off_uri = vhost_uri(amqp_root, off_vhost)
+    off_services = NamekoRun(["--broker", off_uri], cwd=SERVICES_ROOT, extra_env={
+        "HEARTBEAT_URL": "", "COMPUTE_BRIDGE_METRICS": "0", "COMPUTE_BRIDGE_TRACING": "0",
+        "WEB_SERVER_ADDRESS": "127.0.0.1:%d" % (SERVICES_WEB_PORT + TELEMETRY_OFF_PORT_OFFSET)},
+        output=os.path.join(BENCH_DIR, "services-telemetry-off.log")).start()
+    try:
+        wait_until(lambda: not off_services.alive or admin.consumers(off_vhost, "rpc-compute"),
+                   START_TIMEOUT, what="services (telemetry off) consuming rpc-compute")
+        telemetry = load_bridge_telemetry()
+        rpc = sys.modules[telemetry.__package__ + ".rpc"]  # the client it observes
+        telemetry.setup()
+        observer = rpc.telemetry.observer()
+        on_config = rpc.BridgeConfig(amqp_uri, 10.0, True)
+        off_config = rpc.BridgeConfig(off_uri, 10.0, True)
+
+        def on():
+            rpc.telemetry.set_observer(observer)
+            with telemetry.request_span("POST /bench", {}):
+                assert rpc.call(on_config, "compute", "method", 99999, 99999) == 199998
+
+        def off():
+            rpc.telemetry.set_observer(None)
+            assert rpc.call(off_config, "compute", "method", 99999, 99999) == 199998
+
+        def services_only():
+            rpc.telemetry.set_observer(None)
+            assert rpc.call(on_config, "compute", "method", 99999, 99999) == 199998
+
+        variants = [("metrics and tracing on", on), ("metrics and tracing off", off),
+                    ("on in the services only", services_only)]
+        for _ in range(20):  # warm-up: connections, the metrics' files, the first spans
+            for _name, operation in variants:
+                operation()
+        samples = interleaved(variants, sizes["telemetry_rounds"], sizes["telemetry_per_round"])
+        med = {name: report.timing(name, values) for name, values in samples.items()}
+        ratio = med["metrics and tracing on"] / med["metrics and tracing off"]
+        report.ratio("on / off", ratio)
+        report.ratio("services only / off",
+                     med["on in the services only"] / med["metrics and tracing off"])
+        results["telemetry_ratio"] = ratio
+    finally:
+        off_services.stop()
+        try:
+            admin.delete_vhost(off_vhost)
+        except OSError as error:
+            log("could not delete vhost %s: %s", off_vhost, error)
 
 
 def phase_click(report, client, sizes, results):
@@ -632,6 +708,11 @@ def print_targets(report, results):
     add("background calls drain >= %.1fx the rate of raw pipelined nameko calls"
         % TARGET_DRAIN_RATIO, value, value is not None and value >= TARGET_DRAIN_RATIO,
         "measured %.3fx" % value if value is not None else "not measured")
+    value = results.get("telemetry_ratio")
+    add("a call with metrics and tracing <= %.2fx one without" % TARGET_TELEMETRY_RATIO, value,
+        value is not None and value <= TARGET_TELEMETRY_RATIO,
+        "measured %.3fx (on median / off median)" % value if value is not None
+        else "not measured")
     value = results.get("soak_ok")
     add("no growth in Odoo memory or broker queues over 10,000 calls", value, bool(value),
         results.get("soak_detail", "not measured"))
@@ -646,8 +727,8 @@ def _terminated(signum, _frame):
 def parse_args():
     parser = argparse.ArgumentParser(description="compute_bridge benchmarks")
     parser.add_argument("--quick", action="store_true", help="small sizes, to try the harness")
-    parser.add_argument("--phases", default="1,2,3,5,6,4",
-                        help="comma-separated phases to run (default all: 1,2,3,5,6,4)")
+    parser.add_argument("--phases", default="1,2,3,5,6,7,4",
+                        help="comma-separated phases to run (default all: 1,2,3,5,6,7,4)")
     parser.add_argument("--fresh-db", action="store_true", help="drop the benchmark database")
     args = parser.parse_args()
     args.phases = set(args.phases.split(","))
@@ -756,6 +837,8 @@ def main():
         if args.phases & {"2", "3", "5", "6"}:
             odoo_phases(report, args, sizes, results, amqp_uri, admin, raw, running)
         raw.stop()
+        if "7" in args.phases:
+            phase_telemetry(report, amqp_root, amqp_uri, admin, sizes, results)
         if "4" in args.phases:
             phase_throughput(report, amqp_uri, services, sizes, results)
         print_targets(report, results)

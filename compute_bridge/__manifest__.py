@@ -7,11 +7,14 @@
     "author": "compute_bridge contributors",
     "website": "https://github.com/compute-bridge/compute_bridge",
     "depends": ["base_setup", "web", "bus"],
-    "external_dependencies": {"python": ["kombu", "amqp"]},
+    "external_dependencies": {
+        "python": ["kombu", "amqp", "prometheus_client", "opentelemetry-sdk"],
+    },
     "data": [
         "security/compute_bridge_security.xml",
         "security/ir.model.access.csv",
         "views/compute_operation_views.xml",
+        "views/compute_operation_stats_views.xml",
         "views/compute_service_instance_views.xml",
         "views/compute_bridge_call_views.xml",
         "views/res_config_settings_views.xml",

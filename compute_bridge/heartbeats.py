@@ -131,6 +131,7 @@ def parse_heartbeat(raw):
         "interval": interval,
         "broker_state": _broker_state(data),
         "services": _names(data, "services"),
+        "service_calls": _calls_by_service(data),
         "payload": payload,
     }
 
@@ -170,6 +171,20 @@ def stale_after(interval):
     return datetime.timedelta(seconds=STALE_AFTER_MISSED_BEATS * interval)
 
 
+def calls_per_minute(previous_calls, previous_beat, calls, beat):
+    """Calls per minute between two beats; 0 when it cannot be told (first beat, restart).
+
+    >>> t0 = datetime.datetime(2025, 1, 1, 12, 0, 0)
+    >>> calls_per_minute(10, t0, 40, t0 + datetime.timedelta(seconds=30))
+    60.0
+    >>> calls_per_minute(10, t0, 5, t0 + datetime.timedelta(seconds=30))
+    0.0
+    """
+    if not previous_beat or beat <= previous_beat or calls < previous_calls:
+        return 0.0
+    return (calls - previous_calls) * 60.0 / (beat - previous_beat).total_seconds()
+
+
 def _json_reason(error):
     # json's messages end with "line 1 column 1 (char 0)"; the char offset is enough
     message = getattr(error, "msg", None) or str(error)
@@ -204,6 +219,23 @@ def _names(data, key):
     if not isinstance(value, list) or len(value) > MAX_SERVICES:
         raise HeartbeatError("%r must be a list of at most %d names" % (key, MAX_SERVICES))
     return ", ".join(_checked_text(key, name) for name in value)
+
+
+def _calls_by_service(data):
+    """The workers each service of the process ran, as one text: "compute: 12, notify: 12".
+
+    >>> _calls_by_service({"calls_by_service": {"notify": 2, "compute": 3}})
+    'compute: 3, notify: 2'
+    """
+    value = data.get("calls_by_service")
+    if value is None:
+        return ""
+    if not isinstance(value, dict) or len(value) > MAX_SERVICES:
+        raise HeartbeatError("'calls_by_service' must map at most %d names to counts"
+                             % MAX_SERVICES)
+    return ", ".join("%s: %d" % (_checked_text("calls_by_service", name),
+                                 _whole(value, name, MAX_CALLS_SERVED))
+                     for name in sorted(value))
 
 
 def _broker_state(data):

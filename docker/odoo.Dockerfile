@@ -9,7 +9,8 @@
 # The image is Ubuntu 24.04 with the system Python 3.12 and Odoo's dependencies from apt (greenlet,
 # gevent, Werkzeug, requests, urllib3 at Ubuntu Noble's versions, which Odoo 18 pins for 3.12).
 # requirements.txt lists only what the addon adds (kombu and py-amqp: the addon speaks nameko's
-# protocol without nameko); pip keeps every package apt already provides, so the distribution's
+# protocol without nameko; prometheus-client and OpenTelemetry for its metrics and traces); pip
+# keeps every package apt already provides, so the distribution's
 # copies, and their security updates, are used. PEP 668 guards that Python:
 # --break-system-packages is right for an image that exists for this one Odoo.
 FROM odoo:18.0-20250819
@@ -22,7 +23,7 @@ LABEL org.opencontainers.image.title="compute_bridge for Odoo 18" \
 USER root
 COPY requirements.txt /tmp/compute_bridge/requirements.txt
 RUN pip3 install --no-cache-dir --break-system-packages -r /tmp/compute_bridge/requirements.txt \
-    && python3 -c "import amqp, kombu" \
+    && python3 -c "import amqp, kombu, prometheus_client, opentelemetry.sdk" \
     && rm -rf /tmp/compute_bridge
 
 # The addon is part of the image, not mounted from a checkout: what runs is what was built. Not

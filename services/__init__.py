@@ -8,7 +8,7 @@
 
 import logging
 
-from services import logs
+from services import logs, telemetry
 
 # The log format uses none of these, and threading.current_thread() is slow under eventlet's
 # green threads: computing them for every record would cost more than the line itself.
@@ -16,6 +16,8 @@ logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
 # `nameko run` has configured logging by now (it does before importing the services).
 logs.use_default_format()
 logs.tracebacks_off()
+# after the log format: the trace ids are added by a filter on the root logger's handlers
+telemetry.setup()
 
 from services.compute import ComputeService  # noqa: E402
 from services.health import HealthService  # noqa: E402

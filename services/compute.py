@@ -3,12 +3,15 @@
     n.rpc.compute.method(99999, 99999)  ->  199998
 """
 
+import logging
 import math
 import sys
 
 from services import instance
-from services.dependencies import Notifier, Registration
+from services.dependencies import EntrypointMetrics, Notifier, Registration, Tracing
 from services.entrypoints import rpc
+
+_logger = logging.getLogger(__name__)
 
 SERVICE_NAME = "compute"
 OPERATION_COMPLETED_MESSAGE = "Operation completed %s"
@@ -83,6 +86,8 @@ class ComputeService:
     name = SERVICE_NAME
 
     registration = Registration()
+    metrics = EntrypointMetrics()
+    tracing = Tracing()
     notify = Notifier()
 
     # expected: the caller's mistake, logged on one line (services/logs.py), never retried
@@ -90,5 +95,7 @@ class ComputeService:
     def method(self, value1, value2):
         instance.count_call()
         total = add(value1, value2)
+        # at DEBUG: a line per call is noise at INFO, where the heartbeat's summary counts them
+        _logger.debug("method(%r, %r) = %r", value1, value2, total)
         self.notify(OPERATION_COMPLETED_MESSAGE % total)
         return total

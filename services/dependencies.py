@@ -4,8 +4,11 @@
 - Registration: lists a service container among those this process runs.
 - BrokerCheck: whether this instance reaches its broker now, bounded in time.
 - Monitor: the heartbeat's settings, its log lines and its POST to the monitor (Odoo).
+- EntrypointMetrics: counts, times and sizes each worker (Prometheus, services/telemetry.py).
+- Tracing: runs each worker in an OpenTelemetry span that continues its caller's trace.
 """
 
+import contextlib
 import datetime
 import json
 import logging
@@ -25,7 +28,7 @@ from nameko.events import EventDispatcher
 from nameko.extensions import DependencyProvider
 from nameko.rpc import ServiceProxy
 
-from services import instance
+from services import instance, telemetry
 from services.entrypoints import WatchedReplyListener
 from services.logs import without_password
 from services.settings import (
@@ -103,7 +106,9 @@ class Notifier(EventDispatcher):
 
     def get_dependency(self, worker_ctx):
         def notify(message):
-            self._pending.setdefault(worker_ctx, []).append(message)
+            # with the worker's traceparent: the event batches many workers' messages
+            self._pending.setdefault(worker_ctx, []).append(
+                (message, worker_ctx.context_data.get(telemetry.TRACEPARENT_KEY) or ""))
 
         return notify
 
@@ -112,15 +117,18 @@ class Notifier(EventDispatcher):
         notify_rpc = ServiceProxy(worker_ctx, NOTIFY_SERVICE_NAME, self.rpc_reply_listener)
         notify_rpc.send.call_async(message)
 
-    def send_batch(self, messages):
-        """The event way, one event for many messages."""
+    def send_batch(self, messages, traceparents=()):
+        """The event way, one event for many messages; the header `nameko.traceparents` says
+        which trace each message belongs to (notify logs each in its own)."""
+        headers = {telemetry.TRACEPARENTS_HEADER: list(traceparents)} if any(traceparents) else {}
         self.publisher.publish(
-            messages, exchange=self.exchange, routing_key=OPERATIONS_COMPLETED_EVENT)
+            messages, exchange=self.exchange, routing_key=OPERATIONS_COMPLETED_EVENT,
+            headers=headers)
 
     def worker_result(self, worker_ctx, result=None, exc_info=None):
         messages = self._pending.pop(worker_ctx, ())
         if self.via == NOTIFY_VIA_RPC:
-            for message in messages:
+            for message, _traceparent in messages:
                 try:
                     self.send_now(worker_ctx, message)
                 except Exception as error:  # noqa: BLE001 - the sum is delivered; keep the worker
@@ -145,11 +153,12 @@ class Notifier(EventDispatcher):
         batch, self._batch = self._batch, []
         if not batch:
             return
+        messages, traceparents = zip(*batch, strict=True)
         try:
-            self.send_batch(batch)
+            self.send_batch(list(messages), traceparents)
         except Exception as error:  # noqa: BLE001 - the sums are already delivered
             _logger.warning("could not notify %d messages via event, first %r: %s",
-                            len(batch), batch[0], error)
+                            len(batch), messages[0], error)
 
     def stop(self):
         # the container has waited for its workers: send what they left in the batch
@@ -256,6 +265,7 @@ class Monitor(DependencyProvider):
         """Each beat at DEBUG, as one line "heartbeat <JSON>"; at INFO the first one, then every
         HEARTBEAT_SUMMARY_SECONDS a summary."""
         _logger.debug("heartbeat %s", json.dumps(beat, sort_keys=True))
+        telemetry.HEARTBEATS.inc()
         self.beats += 1
         now = time.monotonic()
         if self.summary_at is None:
@@ -297,3 +307,95 @@ class Monitor(DependencyProvider):
                             without_password(str(error), self.url))
             return False
         return True
+
+
+class EntrypointMetrics(DependencyProvider):
+    """Counts each worker of its service: calls, errors by exception type, duration, and the
+    workers in use (services/telemetry.py); also the per-service calls the heartbeat reports."""
+
+    def setup(self):
+        self.started = {}
+        self.service_name = self.container.service_name
+        if telemetry.METRICS_ON:
+            telemetry.MAX_WORKERS.labels(self.service_name).set(self.container.max_workers)
+
+    def worker_setup(self, worker_ctx):
+        instance.count_entrypoint_call(self.service_name)
+        if telemetry.METRICS_ON:
+            telemetry.WORKERS_IN_USE.labels(self.service_name).inc()
+            self.started[worker_ctx] = time.perf_counter()
+
+    def worker_result(self, worker_ctx, result=None, exc_info=None):
+        started = self.started.pop(worker_ctx, None)
+        if started is None:
+            return
+        entrypoint = worker_ctx.entrypoint.method_name
+        telemetry.CALLS.labels(self.service_name, entrypoint).inc()
+        telemetry.DURATION.labels(self.service_name, entrypoint).observe(
+            time.perf_counter() - started)
+        if exc_info is not None:
+            telemetry.ERRORS.labels(self.service_name, entrypoint, exc_info[0].__name__).inc()
+
+    def worker_teardown(self, worker_ctx):
+        if telemetry.METRICS_ON:
+            self.started.pop(worker_ctx, None)
+            telemetry.WORKERS_IN_USE.labels(self.service_name).dec()
+
+
+class Tracing(DependencyProvider):
+    """Runs each worker in a span continuing the caller's `traceparent` (context data), and
+    gives the worker its own span's, which nameko passes on to the calls and events it makes.
+
+    The worker gets message_span(position): a context manager in which the span of the trace of
+    the message at `position` of a batched event (header `nameko.traceparents`) is current.
+    """
+
+    def setup(self):
+        self.active = {}
+
+    def worker_setup(self, worker_ctx):
+        tracer = telemetry.tracer()
+        if tracer is None:
+            return
+        from opentelemetry import context
+        from opentelemetry.trace import SpanKind, set_span_in_context
+
+        name = "%s.%s" % (self.container.service_name, worker_ctx.entrypoint.method_name)
+        span = tracer.start_span(
+            name, kind=SpanKind.SERVER,
+            context=telemetry.parent_context(
+                worker_ctx.context_data.get(telemetry.TRACEPARENT_KEY)))
+        token = context.attach(set_span_in_context(span))
+        worker_ctx.context_data[telemetry.TRACEPARENT_KEY] = telemetry.traceparent_of(span)
+        self.active[worker_ctx] = (span, token)
+
+    def worker_result(self, worker_ctx, result=None, exc_info=None):
+        if exc_info is not None and worker_ctx in self.active:
+            from opentelemetry.trace import Status, StatusCode
+
+            span = self.active[worker_ctx][0]
+            span.record_exception(exc_info[1])
+            span.set_status(Status(StatusCode.ERROR, exc_info[0].__name__))
+
+    def worker_teardown(self, worker_ctx):
+        span, token = self.active.pop(worker_ctx, (None, None))
+        if span is not None:
+            from opentelemetry import context
+
+            context.detach(token)
+            span.end()
+
+    def get_dependency(self, worker_ctx):
+        @contextlib.contextmanager
+        def message_span(position):
+            traceparents = worker_ctx.context_data.get(telemetry.TRACEPARENTS_KEY) or ()
+            traceparent = traceparents[position] if position < len(traceparents) else ""
+            tracer = telemetry.tracer()
+            if tracer is None or not traceparent:
+                yield
+                return
+            with tracer.start_as_current_span("%s message" % self.container.service_name,
+                                              context=telemetry.parent_context(traceparent)):
+                yield
+
+        return message_span

@@ -14,7 +14,7 @@ import logging
 from nameko.constants import NON_PERSISTENT
 from nameko.events import EventDispatcher
 
-from services.dependencies import BrokerCheck, Monitor, Registration
+from services.dependencies import BrokerCheck, EntrypointMetrics, Monitor, Registration
 from services.entrypoints import configured_timer
 from services.settings import heartbeat_interval
 
@@ -28,6 +28,7 @@ class HeartbeatService:
     name = SERVICE_NAME
 
     registration = Registration()
+    metrics = EntrypointMetrics()
     broker_check = BrokerCheck()
     monitor = Monitor()
     # a missed beat is simply replaced by the next one: no disk write on the broker for it

@@ -20,6 +20,7 @@ STARTED_AT = datetime.datetime.now(datetime.UTC)
 
 # Workers are greenlets of one thread, and none of the updates below yields: no lock is needed.
 _calls_served = 0
+_calls_by_service = {}  # service name -> workers run (every entrypoint)
 _services = set()  # names of the service containers running in this process
 _broker_connected = False
 _broker_checked = None  # time.monotonic() of the last broker check
@@ -35,6 +36,15 @@ def count_call():
     """Count one compute call served by this process."""
     global _calls_served
     _calls_served += 1
+
+
+def count_entrypoint_call(service):
+    """Count one worker run by `service` (services/dependencies.py EntrypointMetrics)."""
+    _calls_by_service[service] = _calls_by_service.get(service, 0) + 1
+
+
+def calls_by_service():
+    return dict(sorted(_calls_by_service.items()))
 
 
 def calls_served():
@@ -96,6 +106,7 @@ def identity(service_name):
         "started_at": STARTED_AT.isoformat(),
         "uptime": round(uptime(), 3),
         "calls_served": calls_served(),
+        "calls_by_service": calls_by_service(),
         "health_port": health_port,
         "broker_connected": broker_connected(),
     }

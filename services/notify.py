@@ -3,7 +3,13 @@
 import logging
 
 from services.compute import SERVICE_NAME as COMPUTE_SERVICE_NAME
-from services.dependencies import NOTIFY_SERVICE_NAME, OPERATIONS_COMPLETED_EVENT, Registration
+from services.dependencies import (
+    NOTIFY_SERVICE_NAME,
+    OPERATIONS_COMPLETED_EVENT,
+    EntrypointMetrics,
+    Registration,
+    Tracing,
+)
 from services.entrypoints import event_handler, rpc
 from services.logs import quoted
 
@@ -16,6 +22,8 @@ class NotifyService:
     name = SERVICE_NAME
 
     registration = Registration()
+    metrics = EntrypointMetrics()
+    tracing = Tracing()
 
     # One line per message, at DEBUG: a line per call is noise at INFO, where the heartbeat's
     # summary counts the calls. Anyone may call this over RPC: the line is capped and escaped.
@@ -27,6 +35,8 @@ class NotifyService:
     # completed operation is logged once in the cluster, not once per instance.
     @event_handler(COMPUTE_SERVICE_NAME, OPERATIONS_COMPLETED_EVENT)
     def on_operations_completed(self, messages):
-        # compute batches its notifications: one line per message all the same
-        for message in messages:
-            self.send(message)
+        # compute batches its notifications: one line per message all the same, each in the
+        # trace of the call it tells about
+        for position, message in enumerate(messages):
+            with self.tracing(position):
+                self.send(message)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: benchmarks/run.py against real parts, measured side by side in one run.
 #
-#   tools/bench.sh [--quick] [--phases 1,2,3,5,6,4] [--fresh-db]
+#   tools/bench.sh [--quick] [--phases 1,2,3,5,6,7,4] [--fresh-db]
 #
 # Like `make test`, it starts what is not reachable (RabbitMQ, PostgreSQL: tools/harness) and
 # stops it on exit; benchmarks/run.py starts and stops the Nameko services and an Odoo server

@@ -29,7 +29,7 @@ OPERAND_FIELDS = ("field_1", "field_2")
 # ComputeOperation._write_bridge_fields: a client that could write them could show a sum the
 # service never computed, in the name of someone who never pressed Suma.
 BRIDGE_FIELDS = frozenset({"result", "state", "error_message", "duration", "computed_by",
-                           "computed_on", "bridge_call_id"})
+                           "computed_on", "service", "bridge_call_id"})
 # ``name`` is computed from the operands: a written one would label the record with other numbers.
 CLIENT_READONLY_FIELDS = BRIDGE_FIELDS | {"name"}
 # The states in which nothing is under way, so an operand may change (making the result stale).
@@ -40,7 +40,7 @@ OPERAND_EDITABLE_STATES = frozenset({DRAFT, DONE, FAILED})
 # A record whose operands changed is as if never computed.
 STALE_VALUES = {
     "state": DRAFT, "result": False, "error_message": False, "duration": False,
-    "computed_by": False, "computed_on": False, "bridge_call_id": False,
+    "computed_by": False, "computed_on": False, "service": False, "bridge_call_id": False,
 }
 
 
@@ -98,6 +98,8 @@ class ComputeOperation(models.Model):
     )
     computed_by = fields.Many2one("res.users", readonly=True, copy=False)
     computed_on = fields.Datetime(readonly=True, copy=False)
+    # Stored so that the charts can group by it (compute.operation.stats): the service asked.
+    service = fields.Char(readonly=True, copy=False, help="The service that computed it.")
     # The background call computing this operation now, or that computed it last: a call
     # that is not this one (superseded, or its operands changed since) stores nothing here.
     bridge_call_id = fields.Many2one(
@@ -263,12 +265,12 @@ class ComputeOperation(models.Model):
             self._write_bridge_fields({
                 "state": DONE, "result": call.result, "error_message": False,
                 "duration": call.duration, "computed_by": call.user_id.id,
-                "computed_on": call.done_at})
+                "computed_on": call.done_at, "service": call.service})
         elif call.state == FAILED:
             self._write_bridge_fields({
                 "state": FAILED, "error_message": call.error_message,
                 "duration": call.duration, "computed_by": call.user_id.id,
-                "computed_on": call.done_at})
+                "computed_on": call.done_at, "service": call.service})
         else:  # cancelled: as if never computed
             self._write_bridge_fields(STALE_VALUES)
 
@@ -365,6 +367,7 @@ class ComputeOperation(models.Model):
             "duration": outcome.duration_ms,
             "computed_by": self.env.uid,
             "computed_on": fields.Datetime.now(),
+            "service": COMPUTE_SERVICE,
         }
         if outcome.error is None:
             vals.update(result=outcome.value, state=DONE, error_message=False,

@@ -47,6 +47,12 @@ class ComputeServiceInstance(models.Model):
     calls_served = fields.Float(
         readonly=True, digits=(16, 0), help="Compute calls this process has answered."
     )
+    service_calls = fields.Char(
+        string="Calls by service", readonly=True,
+        help="Calls (workers run) of each service of this process since it started.")
+    calls_per_minute = fields.Float(
+        readonly=True, digits=(16, 1),
+        help="Compute calls served per minute between its last two heartbeats.")
     broker_state = fields.Selection(
         selection=[("connected", "Connected"), ("disconnected", "Disconnected")],
         readonly=True,
@@ -132,6 +138,9 @@ class ComputeServiceInstance(models.Model):
         instance = self.search([("instance_id", "=", beat["instance_id"])], limit=1)
         if not instance:
             return self._insert_instance(values)
+        values["calls_per_minute"] = heartbeats.calls_per_minute(
+            instance.calls_served, instance.last_beat, beat.get("calls_served", 0),
+            values["last_beat"])
         # log_exceptions=False: a row updated since this transaction began raises a
         # serialization failure, which Odoo retries on its own; it is not an error to log.
         self.env.cr.execute(
@@ -166,9 +175,11 @@ class ComputeServiceInstance(models.Model):
             return self.browse()
         instance = self.browse(row[0])
         instance.write(values)
+        # the services it runs: "service" is the one that sends the beat (heartbeat)
         _logger.info(
-            "new %s instance %s on %s (pid %s)",
-            values["service"], values["instance_id"], values["host"], values["pid"],
+            "new service instance %s on %s (pid %s) running %s",
+            values["instance_id"], values["host"], values["pid"],
+            values.get("services") or values["service"],
         )
         return instance
 

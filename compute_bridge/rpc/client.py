@@ -21,6 +21,7 @@ from .errors import (
     remote_error,
 )
 from .pool import ConnectionPool
+from .telemetry import observer as current_observer
 
 _logger = logging.getLogger(__name__)
 
@@ -55,7 +56,23 @@ def call_many(config, service, method, args_list, kwargs_list=None):
 
     deadline = Deadline(config.timeout, started)
     requests = list(zip(args_list, kwargs_list or [{}] * len(args_list), strict=True))
-    return _on_connection(config, deadline, service, method, requests)
+    observer = current_observer()
+    if observer is None:
+        return _on_connection(config, deadline, service, method, requests)
+    observed = observer.call_started(service, method, len(args_list))
+    try:
+        outcomes = _on_connection(config, deadline, service, method, requests,
+                                  observer.message_headers(observed))
+    except BaseException as error:
+        observer.call_ended(observed, error=error)
+        raise
+    observer.call_ended(observed, outcomes=outcomes)
+    return outcomes
+
+
+def idle_connections():
+    """How many connections this process's pool keeps idle (metrics)."""
+    return _POOL.idle_count()
 
 
 def close_pool():
@@ -64,7 +81,7 @@ def close_pool():
 
 
 # ---------------------------------------------------------------------------------------------
-def _on_connection(config, deadline, service, method, requests):
+def _on_connection(config, deadline, service, method, requests, headers=None):
     """:func:`_send_and_collect` on a pooled connection.
 
     A connection error on a *reused* connection means it died while idle (broker restart,
@@ -79,6 +96,7 @@ def _on_connection(config, deadline, service, method, requests):
     except CONNECTION_ERRORS as error:
         raise _unreachable(config, deadline, error) from error
     item.resource.deadline = deadline
+    item.resource.headers = headers
     try:
         outcomes, complete = _send_and_collect(item.resource, config, service, method, requests)
     except CONNECTION_ERRORS as error:
@@ -86,7 +104,7 @@ def _on_connection(config, deadline, service, method, requests):
         if item.reused and not deadline.expired():
             _logger.info("connection to %s lost (%s); retrying on a new connection",
                          broker, type(error).__name__)
-            return _on_connection(config, deadline, service, method, requests)
+            return _on_connection(config, deadline, service, method, requests, headers)
         raise _unreachable(config, deadline, error) from error
     except BaseException:
         _POOL.discard(item)

@@ -115,6 +115,8 @@ class RpcConnection:
     :class:`DeadlineExceeded` and the connection must be :meth:`abort`-ed, not reused.
     """
 
+    headers = None  # AMQP headers for the requests of the call in progress (rpc/telemetry.py)
+
     def __init__(self, broker_url, deadline):
         self.deadline = deadline
         # correlation id -> ((content type, encoding, body), time.monotonic() of arrival)
@@ -151,7 +153,7 @@ class RpcConnection:
         message = amqp.Message(
             body, content_type=content_type, content_encoding=encoding,
             correlation_id=correlation_id, reply_to=self.reply_to,
-            delivery_mode=REQUEST_DELIVERY_MODE,
+            delivery_mode=REQUEST_DELIVERY_MODE, application_headers=self.headers,
         )
         try:
             self._channel.basic_publish(

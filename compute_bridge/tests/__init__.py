@@ -11,3 +11,4 @@ from . import test_i18n
 from . import test_bridge_config
 from . import test_operation_integrity
 from . import test_background
+from . import test_metrics

@@ -251,29 +251,40 @@ def notifier(mock_container):
 
 
 def test_notifier_sends_only_once_the_worker_has_its_result(notifier):
-    worker_ctx = Mock()
+    worker_ctx = Mock(context_data={})
     notifier.get_dependency(worker_ctx)("Operation completed 3")
     notifier.worker_result(worker_ctx, 3)
     notifier.send_batch.assert_not_called()  # batched: sent by the flush that is now scheduled
     notifier.container.spawn_managed_thread.assert_called_once_with(notifier._flush_later)
     notifier.flush()
-    notifier.send_batch.assert_called_once_with(["Operation completed 3"])
+    notifier.send_batch.assert_called_once_with(["Operation completed 3"], ("",))
 
 
 def test_notifier_batches_the_messages_of_many_workers_in_one_event(notifier):
     for total in range(3):
-        worker_ctx = Mock()
+        worker_ctx = Mock(context_data={})
         notifier.get_dependency(worker_ctx)("Operation completed %d" % total)
         notifier.worker_result(worker_ctx, total)
     notifier.container.spawn_managed_thread.assert_called_once()  # one flush for the batch
     notifier.flush()
     notifier.send_batch.assert_called_once_with(
-        ["Operation completed 0", "Operation completed 1", "Operation completed 2"])
+        ["Operation completed 0", "Operation completed 1", "Operation completed 2"], ("",) * 3)
+
+
+def test_notifier_sends_each_message_with_the_traceparent_of_its_worker(notifier):
+    for total in range(3):
+        worker_ctx = Mock(context_data={"traceparent": "trace-of-%d" % total})
+        notifier.get_dependency(worker_ctx)("Operation completed %d" % total)
+        notifier.worker_result(worker_ctx, total)
+    notifier.flush()
+    notifier.send_batch.assert_called_once_with(
+        ["Operation completed 0", "Operation completed 1", "Operation completed 2"],
+        ("trace-of-0", "trace-of-1", "trace-of-2"))
 
 
 def test_notifier_sends_a_full_batch_at_once(notifier):
     for total in range(NOTIFY_BATCH_MAX):
-        worker_ctx = Mock()
+        worker_ctx = Mock(context_data={})
         notifier.get_dependency(worker_ctx)("Operation completed %d" % total)
         notifier.worker_result(worker_ctx, total)
     notifier.send_batch.assert_called_once()
@@ -282,16 +293,16 @@ def test_notifier_sends_a_full_batch_at_once(notifier):
 
 
 def test_notifier_sends_what_is_left_when_the_container_stops(notifier):
-    worker_ctx = Mock()
+    worker_ctx = Mock(context_data={})
     notifier.get_dependency(worker_ctx)("Operation completed 3")
     notifier.worker_result(worker_ctx, 3)
     notifier.stop()
-    notifier.send_batch.assert_called_once_with(["Operation completed 3"])
+    notifier.send_batch.assert_called_once_with(["Operation completed 3"], ("",))
 
 
 def test_notifier_via_rpc_sends_each_message(notifier):
     notifier.via = "rpc"
-    worker_ctx = Mock()
+    worker_ctx = Mock(context_data={})
     notifier.get_dependency(worker_ctx)("Operation completed 3")
     notifier.send_now.assert_not_called()
     notifier.worker_result(worker_ctx, 3)
@@ -300,7 +311,7 @@ def test_notifier_via_rpc_sends_each_message(notifier):
 
 
 def test_notifier_failure_is_logged_not_raised(notifier, caplog):
-    worker_ctx = Mock()
+    worker_ctx = Mock(context_data={})
     notifier.send_batch.side_effect = ConnectionError("broker gone")
     notifier.get_dependency(worker_ctx)("Operation completed 3")
     notifier.worker_result(worker_ctx, 3)
@@ -314,7 +325,7 @@ def test_notifier_failure_is_logged_not_raised(notifier, caplog):
 
 def test_notifier_rpc_failure_is_logged_not_raised(notifier, caplog):
     notifier.via = "rpc"
-    worker_ctx = Mock()
+    worker_ctx = Mock(context_data={})
     notifier.send_now.side_effect = ConnectionError("broker gone")
     notifier.get_dependency(worker_ctx)("Operation completed 3")
     notifier.worker_result(worker_ctx, 3)
@@ -323,7 +334,7 @@ def test_notifier_rpc_failure_is_logged_not_raised(notifier, caplog):
 
 
 def test_notifier_forgets_the_messages_of_a_torn_down_worker(notifier):
-    worker_ctx = Mock()
+    worker_ctx = Mock(context_data={})
     notifier.get_dependency(worker_ctx)("Operation completed 3")
     notifier.worker_teardown(worker_ctx)
     assert notifier._pending == {}

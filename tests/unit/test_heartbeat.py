@@ -32,7 +32,8 @@ from services.settings import (
 
 # What Odoo's heartbeat endpoint reads: exactly these keys, no more (no secret), no fewer.
 BEAT_KEYS = {"service", "services", "host", "pid", "instance_id", "started_at", "uptime",
-             "calls_served", "health_port", "broker_connected", "interval", "timestamp"}
+             "calls_served", "calls_by_service", "health_port", "broker_connected", "interval",
+             "timestamp"}
 SECRET = "s3cret-never-logged"
 
 

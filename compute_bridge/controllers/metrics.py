@@ -1,0 +1,58 @@
+"""``GET /compute_bridge/metrics``: the bridge's metrics in Prometheus' text format.
+
+Answered only to ``Authorization: Bearer <token>``, the token being the environment variable
+``COMPUTE_BRIDGE_METRICS_TOKEN`` or else the system parameter ``compute_bridge.metrics_token``,
+compared in constant time. No token configured: 404, as if the route did not exist; a missing or
+wrong token: 403 with an empty body. The figures are those of every process of this server
+(compute_bridge/telemetry.py), plus gauges read from the database at each scrape.
+"""
+
+import hmac
+import logging
+import os
+
+from odoo import http
+from odoo.http import request
+
+from .. import telemetry
+
+_logger = logging.getLogger(__name__)
+
+ROUTE = "/compute_bridge/metrics"
+TOKEN_ENV_VAR = "COMPUTE_BRIDGE_METRICS_TOKEN"
+TOKEN_PARAM = "compute_bridge.metrics_token"
+BEARER_PREFIX = "Bearer "
+
+
+def metrics_token(get_param, environ):
+    """The token a scrape must carry: the environment variable, else the system parameter;
+    "" when neither is set.
+
+    >>> metrics_token({TOKEN_PARAM: "db"}.get, {TOKEN_ENV_VAR: "env"})
+    'env'
+    >>> metrics_token({}.get, {})
+    ''
+    """
+    return (environ.get(TOKEN_ENV_VAR) or "").strip() or (get_param(TOKEN_PARAM) or "").strip()
+
+
+class MetricsController(http.Controller):
+
+    @http.route(ROUTE, type="http", auth="none", methods=["GET"], csrf=False,
+                save_session=False)
+    def metrics(self, **_query):
+        if telemetry.metrics is None:  # COMPUTE_BRIDGE_METRICS=0
+            return request.not_found()
+        expected = metrics_token(request.env["ir.config_parameter"].sudo().get_param, os.environ)
+        if not expected:
+            return request.not_found()
+        given = request.httprequest.headers.get("Authorization", "")
+        given = given[len(BEARER_PREFIX):] if given.startswith(BEARER_PREFIX) else ""
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            _logger.warning("metrics scrape refused from %s: missing or wrong token",
+                            request.httprequest.remote_addr)
+            return request.make_response("", status=403)
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        body = telemetry.exposition(request.env)
+        return request.make_response(body, headers=[("Content-Type", CONTENT_TYPE_LATEST)])

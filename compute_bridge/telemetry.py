@@ -1,0 +1,407 @@
+"""Metrics and tracing of the bridge's calls, Odoo side: prometheus-client and OpenTelemetry.
+
+Metrics, prefork-safe: prometheus-client's multiprocess mode. Each Odoo process (threaded server,
+prefork worker, cron worker) writes its counters and histograms to memory-mapped files in one
+directory per server start, ``<data_dir>/compute_bridge_metrics/<server pid>-<start time>``; a
+scrape, served by whichever worker gets it, sums the files of every process, so the figures are
+those of the whole server, workers recycled since its start included. The directory is set
+(``PROMETHEUS_MULTIPROC_DIR``) before prometheus_client is first imported, which is why this
+module is imported first by the addon; directories of servers no longer running are removed.
+The gauges that describe the database (background backlog, service instances) are read from it
+at each scrape rather than kept by a process.
+
+Tracing: every HTTP request Odoo dispatches runs in a span (models/ir_http.py), continuing the
+request's W3C ``traceparent`` header if it has one; each call to a service is a child span whose
+``traceparent`` travels in the request's AMQP headers (rpc/telemetry.py) to the services. While
+a span is current, Odoo's log lines end with ``trace_id=<32 hex>``. Spans are exported over
+OTLP/HTTP only when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``) is set.
+
+Switches (environment, read at server start): ``COMPUTE_BRIDGE_METRICS=0`` and
+``COMPUTE_BRIDGE_TRACING=0`` turn either off.
+"""
+
+import contextlib
+import logging
+import os
+import random
+import shutil
+
+import psutil
+
+from .rpc import errors
+from .rpc import telemetry as rpc_telemetry
+from .rpc.client import idle_connections
+
+_logger = logging.getLogger(__name__)
+
+METRICS_ENV_VAR = "COMPUTE_BRIDGE_METRICS"
+TRACING_ENV_VAR = "COMPUTE_BRIDGE_TRACING"
+OFF_VALUES = frozenset({"0", "false", "no", "off"})
+MULTIPROC_ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own variable
+METRICS_DIR_NAME = "compute_bridge_metrics"
+OTLP_ENDPOINT_ENV_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+TRACER_NAME = "compute_bridge"
+SERVICE_NAME = "odoo"  # OpenTelemetry's service.name of the spans Odoo exports
+
+# Call latencies: a call on a warm connection takes about a millisecond, a timeout seconds.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                   30.0)
+OUTCOME_OK, OUTCOME_FAILED = "ok", "failed"
+# What went wrong, as a metric label: most specific class first (InvalidBrokerUrl is a
+# BrokerUnreachable).
+FAILURE_KINDS = (
+    (errors.InvalidBrokerUrl, "invalid_broker_url"),
+    (errors.BrokerUnreachable, "broker_unreachable"),
+    (errors.ServiceUnavailable, "service_unavailable"),
+    (errors.ServiceTimeout, "timeout"),
+    (errors.InvalidOperands, "invalid_operands"),
+    (errors.RemoteFailure, "remote_error"),
+)
+OTHER_FAILURE = "other"
+TRACE_ID_BITS, SPAN_ID_BITS = 128, 64  # W3C Trace Context
+
+
+def _enabled(env_var):
+    return os.environ.get(env_var, "").strip().lower() not in OFF_VALUES
+
+
+METRICS_ON = _enabled(METRICS_ENV_VAR)
+TRACING_ON = _enabled(TRACING_ENV_VAR)
+
+
+def failure_kind(error):
+    """The metric label of ``error``.
+
+    >>> failure_kind(errors.ServiceTimeout(service="compute", method="m", timeout=1, broker="b"))
+    'timeout'
+    """
+    for error_class, kind in FAILURE_KINDS:
+        if isinstance(error, error_class):
+            return kind
+    return OTHER_FAILURE
+
+
+# --- metrics directory ------------------------------------------------------------------------
+def _process_tag(pid):
+    """``<pid>-<start time>``: a pid alone comes back (in a container Odoo is always pid 1)."""
+    try:
+        return "%d-%d" % (pid, psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
+
+
+def _server_pid():
+    """The pid of the Odoo server this process belongs to: the prefork master in its workers
+    (they inherit its server object), this process otherwise (threaded server, tests, shell)."""
+    from odoo.service import server
+
+    return getattr(server.server, "pid", None) or os.getpid()
+
+
+def metrics_root():
+    # imported here: benchmarks/run.py loads this module without Odoo (PROMETHEUS_MULTIPROC_DIR
+    # set, so this is not called)
+    from odoo.tools import config
+
+    return os.path.join(config["data_dir"], METRICS_DIR_NAME)
+
+
+def prepare_metrics_dir():
+    """Set PROMETHEUS_MULTIPROC_DIR to this server start's directory (unless the operator set
+    it), created empty at the start, and remove the directories of servers that are gone."""
+    if os.environ.get(MULTIPROC_ENV_VAR):
+        return os.environ[MULTIPROC_ENV_VAR]
+    root = metrics_root()
+    tag = _process_tag(_server_pid()) or str(os.getpid())
+    path = os.path.join(root, tag)
+    os.makedirs(path, exist_ok=True)
+    for name in os.listdir(root):
+        pid = name.partition("-")[0]
+        if name != tag and pid.isdigit() and _process_tag(int(pid)) != name:
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+    os.environ[MULTIPROC_ENV_VAR] = path
+    return path
+
+
+def forget_dead_processes():
+    """Drop the live gauges of processes that ended (recycled workers): their counters and
+    histograms stay, since the server's totals include what they did."""
+    from prometheus_client import multiprocess
+
+    path = os.environ[MULTIPROC_ENV_VAR]
+    pids = set()
+    for name in os.listdir(path):
+        if name.startswith("gauge_live") and name.endswith(".db"):
+            pid = name.rpartition("_")[2][:-len(".db")]
+            if pid.isdigit():
+                pids.add(int(pid))
+    for pid in pids:
+        if not psutil.pid_exists(pid):
+            multiprocess.mark_process_dead(pid, path)
+
+
+class Metrics:
+    """The bridge's metric objects; created once per process, after prepare_metrics_dir."""
+
+    def __init__(self):
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self.calls = Counter(
+            "compute_bridge_calls", "Requests sent to the services, by outcome.",
+            ["service", "method", "outcome"])
+        self.failures = Counter(
+            "compute_bridge_call_failures", "Failed requests, by kind of failure.",
+            ["service", "method", "kind"])
+        self.duration = Histogram(
+            "compute_bridge_call_duration_seconds",
+            "Time from sending a request to reading its reply.",
+            ["service", "method"], buckets=LATENCY_BUCKETS)
+        self.connections = Gauge(
+            "compute_bridge_pool_connections",
+            "AMQP connections of the RPC pool: idle, or in use by a call.",
+            ["state"], multiprocess_mode="livesum")
+        self.in_use = self.connections.labels("in_use")
+        self.idle = self.connections.labels("idle")
+        self.idle_now = None
+
+    def set_idle(self, count):
+        # written only when it changes: each write is a locked write to the metrics file
+        if count != self.idle_now:
+            self.idle_now = count
+            self.idle.set(count)
+
+    def record(self, service, method, outcomes, error):
+        if error is not None:
+            kind = failure_kind(error)
+            count = len(outcomes)
+            self.calls.labels(service, method, OUTCOME_FAILED).inc(count)
+            self.failures.labels(service, method, kind).inc(count)
+            return
+        ok = 0
+        for outcome in outcomes:
+            self.duration.labels(service, method).observe(outcome.duration_ms / 1000.0)
+            if outcome.error is None:
+                ok += 1
+            else:
+                self.failures.labels(service, method, failure_kind(outcome.error)).inc()
+        if ok:
+            self.calls.labels(service, method, OUTCOME_OK).inc(ok)
+        if ok < len(outcomes):
+            self.calls.labels(service, method, OUTCOME_FAILED).inc(len(outcomes) - ok)
+
+
+# --- tracing ----------------------------------------------------------------------------------
+def setup_tracing():
+    """This process's OpenTelemetry tracer provider: spans always get ids (for the log lines and
+    the services); they are exported only when an OTLP endpoint is configured."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import SERVICE_NAME as SERVICE_NAME_KEY
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
+    if not any(os.environ.get(name) for name in OTLP_ENDPOINT_ENV_VARS):
+        return IdsOnlyTracer()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME_KEY: SERVICE_NAME}))
+    # BatchSpanProcessor restarts its export thread in a forked child (prefork workers).
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    return trace.get_tracer(TRACER_NAME)
+
+
+class IdsOnlyTracer:
+    """The tracer used while no span is exported: spans that are only ids (OpenTelemetry's
+    NonRecordingSpan), enough for the log lines' trace ids and for the traceparent passed on,
+    at a small part of the SDK's cost per span. Same calls as an OpenTelemetry tracer."""
+
+    def start_span(self, name, context=None, kind=None, attributes=None):
+        from opentelemetry import trace
+
+        parent = trace.get_current_span(context).get_span_context()
+        trace_id = parent.trace_id if parent.is_valid else random.getrandbits(TRACE_ID_BITS)
+        flags = parent.trace_flags if parent.is_valid else trace.TraceFlags.SAMPLED
+        return trace.NonRecordingSpan(trace.SpanContext(
+            trace_id, random.getrandbits(SPAN_ID_BITS), is_remote=False, trace_flags=flags))
+
+    @contextlib.contextmanager
+    def start_as_current_span(self, name, context=None, kind=None, attributes=None):
+        from opentelemetry import trace
+
+        with trace.use_span(self.start_span(name, context), end_on_exit=True) as span:
+            yield span
+
+
+def current_trace_id():
+    """The 32-hex trace id of the current span, or None."""
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    return trace.format_trace_id(context.trace_id) if context.is_valid else None
+
+
+def traceparent(span_context):
+    """The W3C ``traceparent`` of a span: what OpenTelemetry's TraceContextTextMapPropagator
+    writes, without the context objects it builds on the way (this runs for every call)."""
+    return "00-%032x-%016x-%02x" % (span_context.trace_id, span_context.span_id,
+                                    span_context.trace_flags)
+
+
+class TraceIds(logging.Formatter):
+    """Wraps a handler's formatter: each line written while a span is current ends with
+    ` trace_id=<32 hex>`. The record itself is left alone (other handlers, tests' captures)."""
+
+    def __init__(self, formatter=None):
+        super().__init__()
+        self.formatter = formatter or logging.Formatter()
+
+    def format(self, record):
+        text = self.formatter.format(record)
+        trace_id = current_trace_id()
+        return "%s trace_id=%s" % (text, trace_id) if trace_id else text
+
+
+def log_trace_ids():
+    """Wrap the formatters of the root logger's handlers (Odoo's) in TraceIds (once)."""
+    for handler in logging.getLogger().handlers:
+        if not isinstance(handler.formatter, TraceIds):
+            handler.setFormatter(TraceIds(handler.formatter))
+
+
+@contextlib.contextmanager
+def request_span(name, headers):
+    """A server span for one HTTP request, continuing its ``traceparent`` header if any."""
+    from opentelemetry.trace import SpanKind
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    traceparent = headers.get("traceparent")
+    parent = (TraceContextTextMapPropagator().extract({"traceparent": traceparent})
+              if traceparent else None)
+    with _tracer.start_as_current_span(name, context=parent, kind=SpanKind.SERVER) as span:
+        yield span
+
+
+class BridgeObserver(rpc_telemetry.CallObserver):
+    """Counts and traces each call of rpc.call_many (installed at import)."""
+
+    def __init__(self, metrics, tracer):
+        self.metrics = metrics
+        self.tracer = tracer
+
+    def call_started(self, service, method, count):
+        span = None
+        if self.tracer is not None:
+            from opentelemetry.trace import SpanKind
+
+            span = self.tracer.start_span("%s.%s" % (service, method), kind=SpanKind.CLIENT,
+                                          attributes={"rpc.service": service,
+                                                      "rpc.method": method})
+        if self.metrics is not None:
+            self.metrics.in_use.inc()
+        return service, method, count, span
+
+    def message_headers(self, started):
+        span = started[3]
+        if span is None:
+            return None
+        return {rpc_telemetry.TRACEPARENT_HEADER: traceparent(span.get_span_context())}
+
+    def call_ended(self, started, outcomes=None, error=None):
+        service, method, count, span = started
+        if self.metrics is not None:
+            self.metrics.record(service, method, outcomes or [None] * count, error)
+            self.metrics.in_use.dec()
+            self.metrics.set_idle(idle_connections())
+        if span is not None:
+            if error is not None:
+                span.record_exception(error)
+                from opentelemetry.trace import Status, StatusCode
+
+                span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+            span.end()
+
+
+_tracer = None
+metrics = None
+
+
+def tracer():
+    """This process's tracer, or None when tracing is off."""
+    return _tracer
+
+
+def setup():
+    """Once per process, at the addon's import."""
+    global _tracer, metrics
+    if METRICS_ON:
+        prepare_metrics_dir()
+        metrics = Metrics()
+    if TRACING_ON:
+        _tracer = setup_tracing()
+        log_trace_ids()
+    if metrics is not None or _tracer is not None:
+        rpc_telemetry.set_observer(BridgeObserver(metrics, _tracer))
+
+
+# --- exposition -------------------------------------------------------------------------------
+def database_families(env):
+    """Gauges read from the database at each scrape: the same answer from every worker."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    families = []
+    instances = GaugeMetricFamily(
+        "compute_bridge_service_instances",
+        "Service instances (nameko run processes) by state, from their heartbeats.",
+        labels=["state"])
+    model = env["compute.service.instance"].sudo()
+    for state, _label in model._fields["state"].selection:
+        instances.add_metric([state], model.search_count([("state", "=", state)]))
+    families.append(instances)
+
+    operations = GaugeMetricFamily(
+        "compute_bridge_operations", "Compute operations by state.", labels=["state"])
+    env.cr.execute("SELECT state, count(*) FROM compute_operation GROUP BY state")
+    for state, count in env.cr.fetchall():
+        operations.add_metric([state], count)
+    families.append(operations)
+
+    # Background calls exist once issue 12's model is installed.
+    if "compute.bridge.call" in env:
+        backlog = GaugeMetricFamily(
+            "compute_bridge_background_calls", "Background calls by state.", labels=["state"])
+        env["compute.bridge.call"].flush_model()
+        env.cr.execute("SELECT state, count(*) FROM compute_bridge_call GROUP BY state")
+        for state, count in env.cr.fetchall():
+            backlog.add_metric([state], count)
+        families.append(backlog)
+        env.cr.execute(
+            "SELECT EXTRACT(EPOCH FROM (now() AT TIME ZONE 'UTC') - min(create_date))"
+            " FROM compute_bridge_call WHERE state = 'queued'")
+        age = env.cr.fetchone()[0]
+        families.append(GaugeMetricFamily(
+            "compute_bridge_background_oldest_queued_seconds",
+            "Age of the oldest queued background call (0: none queued).",
+            value=float(age or 0.0)))
+    return families
+
+
+class _Families:
+    """A collector that yields families built beforehand."""
+
+    def __init__(self, families):
+        self.families = families
+
+    def collect(self):
+        return self.families
+
+
+def exposition(env):
+    """The text a scrape returns: every process's metrics, summed, and the database gauges."""
+    from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
+    forget_dead_processes()
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    registry.register(_Families(database_families(env)))
+    return generate_latest(registry)

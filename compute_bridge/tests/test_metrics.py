@@ -1,0 +1,145 @@
+"""GET /compute_bridge/metrics, the charts' statistics and the instances' rates, with the real
+broker and services (the harness runs them)."""
+
+import doctest
+import json
+import os
+import re
+from unittest.mock import patch
+
+from freezegun import freeze_time
+
+from odoo.tests import HttpCase, tagged
+
+from .. import heartbeats, telemetry
+from ..controllers import metrics as metrics_controller
+from ..controllers.metrics import ROUTE, TOKEN_ENV_VAR, TOKEN_PARAM
+from ..rpc import (
+    BROKER_URL_ENV_VAR,
+    BROKER_URL_PARAM,
+    RPC_TIMEOUT_PARAM,
+    ServiceUnavailable,
+    call,
+)
+from .common import BROKER_URL, TEST_RPC_TIMEOUT
+
+TOKEN = "metrics-test-token"
+CALLS_OK = 'compute_bridge_calls_total{method="method",outcome="ok",service="compute"}'
+FAILURES_UNAVAILABLE = ('compute_bridge_call_failures_total{kind="service_unavailable",'
+                        'method="method",service="cb_no_such_service"}')
+METRIC_LINE = re.compile(r"^(\w+(?:\{[^}]*\})?) (\S+)$", re.MULTILINE)
+
+
+@tagged("post_install", "-at_install")
+class TestMetricsEndpoint(HttpCase):
+    def setUp(self):
+        super().setUp()
+        env_patch = patch.dict(os.environ)
+        env_patch.start()
+        self.addCleanup(env_patch.stop)
+        os.environ.pop(TOKEN_ENV_VAR, None)
+        os.environ.pop(BROKER_URL_ENV_VAR, None)
+        params = self.env["ir.config_parameter"].sudo()
+        params.set_param(BROKER_URL_PARAM, BROKER_URL)
+        params.set_param(RPC_TIMEOUT_PARAM, TEST_RPC_TIMEOUT)
+        params.set_param(TOKEN_PARAM, False)
+
+    def get(self, token=None, authorization=None):
+        headers = {}
+        if token is not None:
+            headers["Authorization"] = "Bearer %s" % token
+        if authorization is not None:
+            headers["Authorization"] = authorization
+        return self.opener.get(self.base_url() + ROUTE, headers=headers, timeout=12)
+
+    def scrape(self):
+        response = self.get(TOKEN)
+        self.assertEqual(response.status_code, 200, response.text)
+        return {name: float(value) for name, value in METRIC_LINE.findall(response.text)}
+
+    def test_no_token_configured_answers_404(self):
+        self.assertEqual(self.get("anything").status_code, 404)
+
+    def test_missing_or_wrong_token_is_403_and_empty(self):
+        self.env["ir.config_parameter"].sudo().set_param(TOKEN_PARAM, TOKEN)
+        for token, authorization in ((None, None), ("wrong", None), (None, TOKEN),
+                                     (None, "Basic %s" % TOKEN)):
+            response = self.get(token, authorization)
+            self.assertEqual((response.status_code, response.text), (403, ""))
+
+    def test_environment_token_wins(self):
+        self.env["ir.config_parameter"].sudo().set_param(TOKEN_PARAM, "from-database")
+        os.environ[TOKEN_ENV_VAR] = TOKEN
+        self.assertEqual(self.get("from-database").status_code, 403)
+        self.assertEqual(self.get(TOKEN).status_code, 200)
+
+    def test_calls_move_the_counters_by_exactly_what_was_done(self):
+        os.environ[TOKEN_ENV_VAR] = TOKEN
+        before = self.scrape()
+        operations = self.env["compute.operation"].create(
+            [{"field_1": number, "field_2": 1} for number in range(3)])
+        operations.action_suma()
+        self.assertEqual(set(operations.mapped("state")), {"done"})
+        config = operations._compute_bridge_config()
+        with self.assertRaises(ServiceUnavailable):
+            call(config, "cb_no_such_service", "method", 1, 2)
+        after = self.scrape()
+        self.assertEqual(after[CALLS_OK] - before.get(CALLS_OK, 0), 3)
+        self.assertEqual(after[FAILURES_UNAVAILABLE] - before.get(FAILURES_UNAVAILABLE, 0), 1)
+        self.assertIn('compute_bridge_service_instances{state="live"}', after)
+        self.assertEqual(after['compute_bridge_pool_connections{state="in_use"}'], 0)
+        if "compute.bridge.call" in self.env:  # background calls (issue 12) installed
+            self.assertIn("compute_bridge_background_oldest_queued_seconds", after)
+
+    def test_doctests(self):
+        for module in (telemetry, metrics_controller):
+            result = doctest.testmod(module)
+            self.assertGreater(result.attempted, 0, module.__name__)
+            self.assertEqual(result.failed, 0, module.__name__)
+
+    def test_failure_kinds(self):
+        from ..rpc.errors import BrokerUnreachable, RemoteFailure
+
+        self.assertEqual(telemetry.failure_kind(BrokerUnreachable(broker="b", detail="d")),
+                         "broker_unreachable")
+        self.assertEqual(telemetry.failure_kind(RemoteFailure(
+            service="s", method="m", exc_type="KeyError", detail="d")), "remote_error")
+        self.assertEqual(telemetry.failure_kind(ValueError()), telemetry.OTHER_FAILURE)
+
+
+@tagged("post_install", "-at_install")
+class TestCharts(HttpCase):
+    def test_statistics_have_the_service_and_percentiles(self):
+        params = self.env["ir.config_parameter"].sudo()
+        params.set_param(BROKER_URL_PARAM, BROKER_URL)
+        operations = self.env["compute.operation"].create(
+            [{"field_1": number, "field_2": 1} for number in range(4)])
+        with patch.dict(os.environ):
+            os.environ.pop(BROKER_URL_ENV_VAR, None)
+            operations.action_suma()
+        self.assertEqual(set(operations.mapped("service")), {"compute"})
+        durations = sorted(operations.mapped("duration"))
+        self.env.flush_all()
+        stats = self.env["compute.operation.stats"].search(
+            [("service", "=", "compute"), ("state", "=", "done")])
+        self.assertTrue(stats)
+        self.assertGreaterEqual(sum(stats.mapped("count")), 4)
+        for row in stats:
+            self.assertLessEqual(row.duration_p50, row.duration_p99)
+        self.assertGreaterEqual(max(stats.mapped("duration_p99")), durations[0])
+
+    def test_instances_show_calls_per_minute_and_by_service(self):
+        Instance = self.env["compute.service.instance"]
+        beat = {"instance_id": "metrics-test", "service": "heartbeat", "pid": 23175,
+                "calls_served": 10, "interval": 30.0,
+                "services": ["compute", "heartbeat", "notify"],
+                "calls_by_service": {"compute": 10, "notify": 10, "heartbeat": 2}}
+        with freeze_time("2025-01-01 12:00:00"):
+            instance = Instance._record_heartbeat(heartbeats.parse_heartbeat(
+                json.dumps(beat).encode()))
+        self.assertEqual(instance.service_calls, "compute: 10, heartbeat: 2, notify: 10")
+        self.assertEqual(instance.calls_per_minute, 0)  # the first beat: no rate yet
+        beat["calls_served"] = 40
+        with freeze_time("2025-01-01 12:00:30"):
+            Instance._record_heartbeat(heartbeats.parse_heartbeat(json.dumps(beat).encode()))
+        self.assertEqual(instance.calls_per_minute, 60.0)
