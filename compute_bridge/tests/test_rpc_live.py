@@ -168,7 +168,8 @@ class TestRpcLive(BaseCase):
             cut.clear()
             client.close_pool()
             with mock.patch.object(nameko_amqp.RpcConnection, "collect", collect_then_cut):
-                outcomes = rpc.call_many(config, "compute", "method", args, resend=resend)
+                outcomes = rpc.call_many(config, "compute", "method", args,
+                                         **({} if resend else {"resend": False}))
             self.assertEqual(len(cut), 1)
             lost = range(client.BATCH_CHUNK_SIZE, 2 * client.BATCH_CHUNK_SIZE)
             for index, (outcome, (a, b)) in enumerate(zip(outcomes, args, strict=True)):
