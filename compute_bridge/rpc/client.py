@@ -108,9 +108,11 @@ def _on_connection(config, deadline, service, method, args_list, outcomes, resen
             lost = [index for index in pending if outcomes[index] is None and index in sent]
             answered = len(lost) < len(sent)
             if not resend and lost:
-                unsent = BrokerUnreachable.from_exception(config.broker_url, error)
+                not_resent = BrokerUnreachable.from_exception(config.broker_url, error)
                 for index in lost:
-                    outcomes[index] = CallOutcome(None, unsent, 0.0)
+                    outcomes[index] = CallOutcome(None, not_resent, 0.0)
+                if None not in outcomes:  # nothing left to send
+                    return outcomes
             retry = item.reused or answered or failover
             if not retry or reconnects == MAX_RECONNECTS or deadline.expired():
                 return _unreachable_rest(config, deadline, error, outcomes)
