@@ -23,6 +23,9 @@ Phases (each prints median and p90 per variant, N, and the ratios between varian
    (prometheus-client, an OpenTelemetry request span and call span) calling services that count
    and trace, vs no observer calling services started with COMPUTE_BRIDGE_METRICS=0 and
    COMPUTE_BRIDGE_TRACING=0 (in a second vhost, so that each variant reaches its own);
+8. one click and a 1,000-record action_suma on a private three-node RabbitMQ cluster (quorum
+   queues, tools/harness/cluster.py), through a second Odoo server on the same database, beside
+   the same on the single node: what replication costs, as a ratio;
 4. services throughput with 1 and 2 `nameko run` instances (last: it needs the CPU to itself).
 
 Numbers are for comparison within one run; nothing here asserts on time.
@@ -89,6 +92,7 @@ SIZES = {
     "throughput_calls": 4000, "throughput_clients": 2, "throughput_window": 40,
     "queue_rounds": 10, "queue_per_round": 10, "drain_calls": 10000,
     "telemetry_rounds": 10, "telemetry_per_round": 50,
+    "cluster_batch_records": 1000,
 }
 
 VHOST = os.environ.get("BENCH_VHOST", "compute_bridge_bench")
@@ -98,6 +102,8 @@ ODOO_PORT = int(os.environ.get("BENCH_ODOO_PORT", "8269"))
 SERVICES_ROOT = os.environ.get("BENCH_SERVICES_ROOT", REPO)
 SERVICES_WEB_PORT = int(os.environ.get("BENCH_SERVICES_WEB_PORT", "18100"))
 TELEMETRY_OFF_PORT_OFFSET = 10  # the telemetry-off instance's /health port, after the others'
+CLUSTER_ODOO_PORT = int(os.environ.get("BENCH_CLUSTER_ODOO_PORT", str(ODOO_PORT + 10)))
+CLUSTER_SERVICES_WEB_PORT = SERVICES_WEB_PORT + 9
 START_TIMEOUT = 120  # seconds for a `nameko run` to consume
 
 
@@ -155,19 +161,19 @@ class BenchOdoo(OdooServer):
     """An Odoo HTTP server (threaded, workers=0) on the benchmark database, with
     compute_bridge_bench on its addons path."""
 
-    def __init__(self, odoo_src, amqp_uri):
-        conf = os.path.join(BENCH_DIR, "odoo-bench.conf")
+    def __init__(self, odoo_src, amqp_uri, port=ODOO_PORT, name="odoo-bench"):
+        conf = os.path.join(BENCH_DIR, name + ".conf")
         data_dir = os.path.join(BENCH_DIR, "odoo-data")
-        write_odoo_conf(conf, ODOO_PORT, [
+        write_odoo_conf(conf, port, [
             "addons_path=%s,%s" % (REPO, os.path.join(REPO, "benchmarks", "addons")),
             "data_dir=" + data_dir,
             # db_name alone restricts the server to this database. Adding a dbfilter would make
             # every session-less request (XML-RPC) list the databases on PostgreSQL
             # (Request._get_session_and_dbname -> db_list(force=True)): +1 query per call.
-            "db_name=" + DB, "gevent_port=%d" % (ODOO_PORT + 3), "workers=0",
+            "db_name=" + DB, "gevent_port=%d" % (port + 3), "workers=0",
             "max_cron_threads=0"])
-        super().__init__(odoo_src, conf, DB, ODOO_PORT,
-                         output=os.path.join(BENCH_DIR, "odoo-server.log"),
+        super().__init__(odoo_src, conf, DB, port,
+                         output=os.path.join(BENCH_DIR, name + "-server.log"),
                          env={"COMPUTE_BRIDGE_BROKER_URL": amqp_uri}, data_dir=data_dir)
         self.amqp_uri = amqp_uri
 
@@ -299,7 +305,7 @@ def load_bridge_telemetry():
 
 
 def phase_telemetry(report, amqp_root, amqp_uri, admin, sizes, results):
-    report.header("(6) metrics and tracing, per call  (pooled compute.method; services: 1 "
+    report.header("(7) metrics and tracing, per call  (pooled compute.method; services: 1 "
                   "instance each)")
     off_vhost = VHOST + "_telemetry_off"
     admin.create_vhost(off_vhost)
@@ -412,6 +418,56 @@ def phase_batch(report, client, raw, sizes, results):
     report.ratio("raw time / batch time", meds[1] / meds[0])
     results["batch_ratio"] = meds[1] / meds[0]
     return ids
+
+
+def phase_cluster(report, client, odoo_src, sizes, results):
+    """One click and one large action_suma through two Odoo servers on one database: one on the
+    single node, one on a three-node cluster, each with one services instance; interleaved."""
+    from tools.harness.cluster import RabbitCluster
+
+    n = sizes["cluster_batch_records"]
+    report.header("(8) three-node RabbitMQ cluster (quorum queues) vs the single node: one click, "
+                  "and %d records in one action_suma" % n)
+    cluster = RabbitCluster(name="bench")
+    service = cluster_odoo = None
+    try:
+        cluster.start()
+        url = cluster.url()
+        service = NamekoRun(["--broker", url], cwd=SERVICES_ROOT, extra_env={
+            "HEARTBEAT_URL": "", "WEB_SERVER_ADDRESS": "127.0.0.1:%d" % CLUSTER_SERVICES_WEB_PORT},
+            output=os.path.join(BENCH_DIR, "services-cluster.log")).start()
+        wait_until(lambda: any(row["queue"]["name"] == "rpc-compute" for row in cluster.api(
+            "consumers/%s" % cluster.vhost)), START_TIMEOUT, what="services on the cluster")
+        cluster_odoo = BenchOdoo(odoo_src, url, port=CLUSTER_ODOO_PORT, name="odoo-cluster")
+        cluster_odoo.start()
+        clients = [("single node", client), ("cluster", OdooClient(cluster_odoo.url))]
+        clicks, batches = [], []
+        for label, each in clients:
+            op_id = each.execute("compute.operation", "create", [{"field_1": 1, "field_2": 2}])[0]
+            ids = each.execute("compute.operation", "create",
+                               [{"field_1": i, "field_2": 2 * i} for i in range(n)])
+            clicks.append(("click, %s" % label, lambda each=each, op_id=op_id: each.execute(
+                "compute.operation", "action_suma", [op_id])))
+            batches.append(("%d records, %s" % (n, label), lambda each=each, ids=ids: each.execute(
+                "compute.operation", "action_suma", ids)))
+            batches[-1][1]()  # warm-up, and check the sums landed
+            rows = each.execute("compute.operation", "read", ids[:5], fields=["state", "result"])
+            if any(row["state"] != "done" for row in rows):
+                raise SystemExit("action_suma on the %s did not compute: %r" % (label, rows))
+        click_med = [report.timing(name, values) for name, values in interleaved(
+            clicks, sizes["click_rounds"], sizes["click_per_round"]).items()]
+        batch_med = [report.timing(name, values) for name, values in interleaved(
+            batches, sizes["batch_reps"], 1).items()]
+        report.ratio("click: cluster / single node", click_med[1] / click_med[0])
+        report.ratio("%d records: cluster / single node" % n, batch_med[1] / batch_med[0])
+        results["cluster_click_ratio"] = click_med[1] / click_med[0]
+        results["cluster_batch_ratio"] = batch_med[1] / batch_med[0]
+    finally:
+        if cluster_odoo is not None:
+            cluster_odoo.stop()
+        if service is not None:
+            service.stop()
+        cluster.shutdown()
 
 
 def phase_soak(report, client, odoo, admin, ids, sizes, results):
@@ -727,8 +783,8 @@ def _terminated(signum, _frame):
 def parse_args():
     parser = argparse.ArgumentParser(description="compute_bridge benchmarks")
     parser.add_argument("--quick", action="store_true", help="small sizes, to try the harness")
-    parser.add_argument("--phases", default="1,2,3,5,6,7,4",
-                        help="comma-separated phases to run (default all: 1,2,3,5,6,7,4)")
+    parser.add_argument("--phases", default="1,2,3,5,6,7,8,4",
+                        help="comma-separated phases to run (default all: 1,2,3,5,6,7,8,4)")
     parser.add_argument("--fresh-db", action="store_true", help="drop the benchmark database")
     args = parser.parse_args()
     args.phases = set(args.phases.split(","))
@@ -736,7 +792,8 @@ def parse_args():
     if args.quick:
         sizes.update(inproc_rounds=4, inproc_per_round=10, click_rounds=4, click_per_round=5,
                      batch_reps=1, soak_calls=2000, throughput_calls=1000, queue_rounds=4,
-                     queue_per_round=5, drain_calls=1000)
+                     queue_per_round=5, drain_calls=1000,
+                     cluster_batch_records=200)
     for key, value in sizes.items():  # e.g. BENCH_SOAK_THREADS=3 tools/bench.sh
         override = os.environ.get("BENCH_" + key.upper())
         if override:
@@ -770,15 +827,15 @@ class RawProxy:
 
 
 def odoo_phases(report, args, sizes, results, amqp_uri, admin, raw, running):
-    """Phases 2, 3 and 5, against one Odoo server (kept in `running` for the cleanup)."""
+    """Phases 2, 3, 5 and 6, against one Odoo server (kept in `running` for the cleanup)."""
     odoo_src = os.environ.get("ODOO_SRC", "")
     if not odoo_src:
         report.line("")
-        report.line("!!! no Odoo 18.0 source (ODOO_SRC): phases 2, 3 and 5 skipped")
+        report.line("!!! no Odoo 18.0 source (ODOO_SRC): phases 2, 3, 5 and 6 skipped")
         return
     if not os.path.exists(os.path.join(REPO, "compute_bridge", "__manifest__.py")):
         report.line("")
-        report.line("!!! compute_bridge addon not found: phases 2, 3 and 5 skipped")
+        report.line("!!! compute_bridge addon not found: phases 2, 3, 5 and 6 skipped")
         return
     odoo = running["odoo"] = BenchOdoo(odoo_src, amqp_uri)
     odoo.prepare(fresh=args.fresh_db)
@@ -790,6 +847,8 @@ def odoo_phases(report, args, sizes, results, amqp_uri, admin, raw, running):
         ids = phase_batch(report, client, raw.get(), sizes, results)
         if "5" in args.phases:
             phase_soak(report, client, odoo, admin, ids, sizes, results)
+    if "8" in args.phases:
+        phase_cluster(report, client, odoo_src, sizes, results)
     if "6" in args.phases:
         if has_background_calls(client):
             if open_calls(client):  # left by an interrupted run: not ours to measure
@@ -834,7 +893,7 @@ def main():
         services.start(1)
         if "1" in args.phases:
             phase_inproc(report, amqp_uri, raw.get(), sizes, results)
-        if args.phases & {"2", "3", "5", "6"}:
+        if args.phases & {"2", "3", "5", "6", "8"}:
             odoo_phases(report, args, sizes, results, amqp_uri, admin, raw, running)
         raw.stop()
         if "7" in args.phases:

@@ -30,7 +30,7 @@ from nameko.rpc import ServiceProxy
 
 from services import instance, telemetry
 from services.entrypoints import WatchedReplyListener
-from services.logs import without_password
+from services.logs import masked_url, without_password
 from services.settings import (
     HEARTBEAT_SECRET_KEY,
     HEARTBEAT_URL_KEY,
@@ -224,11 +224,11 @@ class BrokerCheck(DependencyProvider):
         self.reached = reached
         instance.record_broker_check(reached, self.valid_for)
         if reached and not was_reached:
-            _logger.info("broker %s: connected", maybe_sanitize_url(uri))
+            _logger.info("broker %s: connected", masked_url(uri))
         elif not reached:
             # said once at WARNING when it starts, then at DEBUG until it ends
             _logger.log(logging.DEBUG if was_reached is False else logging.WARNING,
-                        "broker %s: %s (%s)", maybe_sanitize_url(uri),
+                        "broker %s: %s (%s)", masked_url(uri),
                         "connection lost" if was_reached else "not reached", failure)
         return reached
 

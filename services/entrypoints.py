@@ -15,7 +15,12 @@
 - `health_http`: nameko's `@http` on a web server that binds as HealthWebServer says.
 
 `rpc`, `event_handler` and compute's reply listener (services/dependencies.py) consume through
-WatchedQueueConsumer, which tells /health whether they are connected to the broker.
+WatchedQueueConsumer, which tells /health whether they are connected to the broker. The queues
+that outlive a service instance (its RPC queue, its event queues) are declared with the type
+QUEUE_TYPE says (quorum on a RabbitMQ cluster: replicated, so they survive the loss of a node);
+the queues that die with their consumer are always classic, whatever the virtual host's default
+queue type: a quorum queue can be neither exclusive nor auto-delete, and a reply queue gains
+nothing from being replicated.
 """
 
 import errno
@@ -40,11 +45,29 @@ from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import WebServer, parse_address
 
 from services import instance
-from services.settings import DEFAULT_WEB_SERVER_ADDRESS, WEB_SERVER_ADDRESS_KEY, setting
+from services.settings import (
+    DEFAULT_WEB_SERVER_ADDRESS,
+    QUEUE_TYPE_CLASSIC,
+    WEB_SERVER_ADDRESS_KEY,
+    queue_type,
+    setting,
+)
 
 _logger = logging.getLogger(__name__)
 
 FALLBACK_PORT = 0  # the kernel picks a free port
+QUEUE_TYPE_ARGUMENT = "x-queue-type"
+
+
+def set_queue_type(queue, config):
+    """Give kombu ``queue`` (not yet declared) the type it must have: QUEUE_TYPE's for a queue
+    that outlives its consumer, classic for one that dies with it."""
+    if queue.exclusive or queue.auto_delete:
+        wanted = QUEUE_TYPE_CLASSIC
+    else:
+        wanted = queue_type(config)
+    if wanted:
+        queue.queue_arguments = dict(queue.queue_arguments or {}, **{QUEUE_TYPE_ARGUMENT: wanted})
 
 
 class WatchedQueueConsumer(QueueConsumer):
@@ -78,9 +101,18 @@ class WatchedQueueConsumer(QueueConsumer):
 class WatchedReplyListener(ReplyListener):
     queue_consumer = WatchedQueueConsumer()
 
+    def setup(self):
+        super().setup()
+        # nameko's reply queue expires rather than auto-deletes: classic all the same.
+        self.queue.queue_arguments[QUEUE_TYPE_ARGUMENT] = QUEUE_TYPE_CLASSIC
+
 
 class WatchedEventHandler(EventHandler):
     queue_consumer = WatchedQueueConsumer()
+
+    def setup(self):
+        super().setup()
+        set_queue_type(self.queue, self.container.config)
 
 
 event_handler = WatchedEventHandler.decorator
@@ -103,6 +135,10 @@ class UnconfirmedResponder(Responder):
 
 class UnconfirmedRpcConsumer(RpcConsumer):
     queue_consumer = WatchedQueueConsumer()
+
+    def setup(self):
+        super().setup()
+        set_queue_type(self.queue, self.container.config)
 
     def handle_result(self, message, result, exc_info):
         # nameko's RpcConsumer.handle_result, with UnconfirmedResponder for nameko's Responder

@@ -93,9 +93,20 @@ def quoted(value, limit=MAX_LOGGED_CHARS):
     return text
 
 
+FAILOVER_SEPARATOR = ";"  # kombu's failover form of a broker URL: url1;url2;...
+
+
 def without_password(text, url):
-    """`text` (an error message, say) with the password of `url`, if it has one, masked."""
-    password = urllib.parse.urlsplit(url).password
-    for form in {password, urllib.parse.unquote(password or "")} - {None, ""}:
-        text = text.replace(form, "**")
+    """`text` (an error message, say) with the password of `url` (of each URL of kombu's
+    failover form), if it has one, masked."""
+    for part in url.split(FAILOVER_SEPARATOR):
+        password = urllib.parse.urlsplit(part).password
+        for form in {password, urllib.parse.unquote(password or "")} - {None, ""}:
+            text = text.replace(form, "**")
     return text
+
+
+def masked_url(url):
+    """`url` with the password of each URL of kombu's failover form masked (kombu's
+    maybe_sanitize_url masks only the first)."""
+    return without_password(url, url)

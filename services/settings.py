@@ -37,6 +37,18 @@ NOTIFY_VIA_EVENT = "event"
 NOTIFY_VIA_RPC = "rpc"
 DEFAULT_NOTIFY_VIA = NOTIFY_VIA_EVENT
 
+# The type of the queues the services consume from and that outlive them (the RPC queue
+# rpc-<service>, the event handlers' evt-... queues): "quorum" (replicated on a RabbitMQ cluster),
+# "classic", or unset: the virtual host's default queue type, classic unless the vhost was created
+# with --default-queue-type. A queue's type is fixed when it is first declared: to change it,
+# stop the services, delete the queue, start them again. Queues that die with their consumer
+# (reply queues, auto-delete event queues) are always classic.
+QUEUE_TYPE_KEY = "QUEUE_TYPE"
+QUEUE_TYPE_QUORUM = "quorum"
+QUEUE_TYPE_CLASSIC = "classic"
+QUEUE_TYPE_VHOST_DEFAULT = ""
+DEFAULT_QUEUE_TYPE = QUEUE_TYPE_VHOST_DEFAULT
+
 # The root log level when no LOGGING configuration is given (environment only: it is needed
 # before any config is read).
 LOG_LEVEL_KEY = "LOG_LEVEL"
@@ -77,6 +89,17 @@ def positive_number_setting(config, key, default):
 def heartbeat_interval(config):
     """HEARTBEAT_INTERVAL in seconds."""
     return positive_number_setting(config, HEARTBEAT_INTERVAL_KEY, DEFAULT_HEARTBEAT_INTERVAL)
+
+
+def queue_type(config):
+    """QUEUE_TYPE, lower-cased: quorum, classic, or "" for the virtual host's default; an unknown
+    value is logged and replaced by the default."""
+    value = str(setting(config, QUEUE_TYPE_KEY, DEFAULT_QUEUE_TYPE)).lower()
+    if value not in (QUEUE_TYPE_QUORUM, QUEUE_TYPE_CLASSIC, QUEUE_TYPE_VHOST_DEFAULT):
+        _logger.warning("%s=%r is neither %r nor %r; using the virtual host's default",
+                        QUEUE_TYPE_KEY, value, QUEUE_TYPE_QUORUM, QUEUE_TYPE_CLASSIC)
+        return DEFAULT_QUEUE_TYPE
+    return value
 
 
 def notify_via(config):

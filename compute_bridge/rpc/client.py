@@ -1,7 +1,8 @@
 """Calling a Nameko service: one call, or many at once, all within one deadline.
 
-A call follows :func:`call_many` → :func:`_on_connection` (pool checkout, one retry on a fresh
-connection) → :func:`_send_and_collect` (publish a chunk, then read its replies). The deadline is
+A call follows :func:`call_many` → :func:`_on_connection` (pool checkout; after a lost connection,
+the calls without a reply again on a fresh one) → :func:`_send_and_collect` (publish a chunk, then
+read its replies). The deadline is
 ``config.timeout`` from the moment :func:`call_many` starts, for the whole batch and whatever the
 broker does: connecting, handshake, declares, publishes and replies each get only what is left
 of it (:mod:`.nameko_amqp`, imported on the first call, never at import time).
@@ -13,6 +14,7 @@ import logging
 import os
 import time
 
+from .config import FAILOVER_SEPARATOR
 from .errors import (
     BrokerUnreachable,
     ServiceTimeout,
@@ -26,28 +28,40 @@ from .telemetry import observer as current_observer
 _logger = logging.getLogger(__name__)
 
 BATCH_CHUNK_SIZE = 200  # requests in flight before their replies are read (what a timeout strands)
+# Fresh connections one call_many may move to after losing one: enough to walk past the dead
+# nodes of a three-node cluster's failover list, few enough that a broker which accepts and
+# then drops every connection cannot keep a batch busy until its deadline.
+MAX_RECONNECTS = 3
 
 CallOutcome = collections.namedtuple("CallOutcome", ["value", "error", "duration_ms"])
 CallOutcome.__doc__ = """One request's reply: ``value`` on success, else ``error`` (a
 :class:`.errors.BridgeError`); ``duration_ms`` from sending its chunk to reading its reply."""
 
 
-def call(config, service, method, *args, **kwargs):
+def call(config, service, method, *args, resend=True, **kwargs):
     """Call ``service.method(*args, **kwargs)`` and return its result, or raise a
-    ``BridgeError``."""
-    outcome = call_many(config, service, method, [args], [kwargs])[0]
+    ``BridgeError``. ``resend`` (so no remote keyword argument has that name): as for
+    :func:`call_many`."""
+    outcome = call_many(config, service, method, [args], [kwargs], resend=resend)[0]
     if outcome.error is not None:
         raise outcome.error
     return outcome.value
 
 
-def call_many(config, service, method, args_list, kwargs_list=None):
+def call_many(config, service, method, args_list, kwargs_list=None, resend=True):
     """Call ``service.method(*args, **kwargs)`` for each ``args`` in ``args_list`` (and the
     ``kwargs`` at the same place in ``kwargs_list``, default none); one outcome each.
 
     Ends within ``config.timeout`` seconds. A failure of the whole batch (broker unreachable or
     URL invalid, service not running) raises a ``BridgeError``; a failure of one request
     (remote error, no reply before the deadline) is in its outcome.
+
+    When the connection is lost mid-way (its broker node died), the requests without a reply
+    are sent again on a fresh connection (to the next live node of a failover URL), within
+    the same deadline. The service may then run one of them twice: right for a pure method.
+    ``resend=False`` is for a method that must not run twice: a request sent on the lost
+    connection is not sent again but ends with ``BrokerUnreachable`` (it may or may not have
+    run); only requests never sent go out on the fresh connection.
     """
     if not args_list:
         return []
@@ -56,13 +70,14 @@ def call_many(config, service, method, args_list, kwargs_list=None):
 
     deadline = Deadline(config.timeout, started)
     requests = list(zip(args_list, kwargs_list or [{}] * len(args_list), strict=True))
+    outcomes = [None] * len(requests)
     observer = current_observer()
     if observer is None:
-        return _on_connection(config, deadline, service, method, requests)
-    observed = observer.call_started(service, method, len(args_list))
+        return _on_connection(config, deadline, service, method, requests, outcomes, resend)
+    observed = observer.call_started(service, method, len(requests))
     try:
-        outcomes = _on_connection(config, deadline, service, method, requests,
-                                  observer.message_headers(observed))
+        _on_connection(config, deadline, service, method, requests, outcomes, resend,
+                       observer.message_headers(observed))
     except BaseException as error:
         observer.call_ended(observed, error=error)
         raise
@@ -81,75 +96,105 @@ def close_pool():
 
 
 # ---------------------------------------------------------------------------------------------
-def _on_connection(config, deadline, service, method, requests, headers=None):
-    """:func:`_send_and_collect` on a pooled connection.
+def _on_connection(config, deadline, service, method, requests, outcomes, resend,
+                   headers=None):
+    """Fill ``outcomes`` (``None``: no reply yet) by :func:`_send_and_collect` on a pooled
+    connection.
 
-    A connection error on a *reused* connection means it died while idle (broker restart,
-    firewall): run once more on a fresh one, within the same deadline. On a fresh one the
-    broker is unreachable. A connection that met the deadline is dropped, never pooled.
+    A connection lost while in use (broker restart, a cluster node killed, a firewall) is
+    replaced by a fresh one, at most :data:`MAX_RECONNECTS` times, within the same deadline,
+    for the requests without a reply (see :func:`call_many` for ``resend``), when the lost
+    connection had worked: it was reused, it had brought replies, or the URL names other
+    nodes. Otherwise the broker is unreachable: raised when no request has an outcome yet,
+    else the outcome of the rest. A connection that met the deadline is dropped, never pooled.
     """
     from .nameko_amqp import CONNECTION_ERRORS
 
     broker = broker_label(config.broker_url)
-    try:
-        item = _POOL.acquire(config.broker_url, deadline)
-    except CONNECTION_ERRORS as error:
-        raise _unreachable(config, deadline, error) from error
-    item.resource.deadline = deadline
-    item.resource.headers = headers
-    try:
-        outcomes, complete = _send_and_collect(item.resource, config, service, method, requests)
-    except CONNECTION_ERRORS as error:
-        _POOL.discard(item)
-        if item.reused and not deadline.expired():
-            _logger.info("connection to %s lost (%s); retrying on a new connection",
-                         broker, type(error).__name__)
-            return _on_connection(config, deadline, service, method, requests, headers)
-        raise _unreachable(config, deadline, error) from error
-    except BaseException:
-        _POOL.discard(item)
-        raise
-    if complete:
-        _POOL.release(item)
-    else:  # stopped by the deadline, maybe mid-frame; late replies would come next
-        _POOL.discard(item)
-    return outcomes
+    failover = FAILOVER_SEPARATOR in config.broker_url
+    for reconnects in range(MAX_RECONNECTS + 1):
+        try:
+            item = _POOL.acquire(config.broker_url, deadline)
+        except CONNECTION_ERRORS as error:
+            return _unreachable_rest(config, deadline, error, outcomes)
+        item.resource.deadline = deadline
+        item.resource.headers = headers
+        pending = [index for index, outcome in enumerate(outcomes) if outcome is None]
+        sent = set()
+        try:
+            complete = _send_and_collect(item.resource, config, service, method, requests,
+                                         pending, outcomes, sent)
+        except CONNECTION_ERRORS as error:
+            _POOL.discard(item)
+            lost = [index for index in pending if outcomes[index] is None and index in sent]
+            answered = len(lost) < len(sent)
+            if not resend and lost:
+                not_resent = BrokerUnreachable.from_exception(config.broker_url, error)
+                for index in lost:
+                    outcomes[index] = CallOutcome(None, not_resent, 0.0)
+                if None not in outcomes:  # nothing left to send
+                    return outcomes
+            retry = item.reused or answered or failover
+            if not retry or reconnects == MAX_RECONNECTS or deadline.expired():
+                return _unreachable_rest(config, deadline, error, outcomes)
+            _logger.info("connection to %s lost (%s) with %d of %d requests unanswered; "
+                         "%s on a new connection", broker, type(error).__name__,
+                         len(lost), len(requests),
+                         "sending them again" if resend else "sending the unsent ones")
+            continue
+        except BaseException:
+            _POOL.discard(item)
+            raise
+        if complete:
+            _POOL.release(item)
+        else:  # stopped by the deadline, maybe mid-frame; late replies would come next
+            _POOL.discard(item)
+        return outcomes
+    raise AssertionError("unreachable: the loop returns")  # pragma: no cover
 
 
-def _send_and_collect(connection, config, service, method, requests):
-    """``(outcomes, complete)``: publish ``BATCH_CHUNK_SIZE`` requests at a time and read their
-    replies until the deadline; requests without a reply by then (sent or not) get a
-    ``ServiceTimeout`` and ``complete`` is False."""
-    from .nameko_amqp import DeadlineExceeded, UnroutableRequest
+def _send_and_collect(connection, config, service, method, requests, pending, outcomes, sent):
+    """Publish the requests of ``pending`` (indexes into ``requests``) ``BATCH_CHUNK_SIZE``
+    at a time, recording each index in ``sent`` before its publish, and write each reply
+    into ``outcomes`` until the deadline; requests without a reply by then (sent or not) get
+    a ``ServiceTimeout``. Return whether every request had its reply."""
+    from .nameko_amqp import CONNECTION_ERRORS, DeadlineExceeded, UnroutableRequest
 
-    outcomes = []
-    correlation_ids = []
+    correlation_ids = {}
     sent_at = time.monotonic()
     try:
-        for start in range(0, len(requests), BATCH_CHUNK_SIZE):
+        for start in range(0, len(pending), BATCH_CHUNK_SIZE):
             sent_at = time.monotonic()
-            correlation_ids = []
-            for args, kwargs in requests[start:start + BATCH_CHUNK_SIZE]:
-                correlation_ids.append(connection.send(service, method, args, kwargs))
-            connection.collect(correlation_ids)
-            outcomes.extend(_outcome(connection, correlation_id, sent_at, service, method)
-                            for correlation_id in correlation_ids)
+            correlation_ids = {}
+            for index in pending[start:start + BATCH_CHUNK_SIZE]:
+                sent.add(index)
+                args, kwargs = requests[index]
+                correlation_ids[connection.send(service, method, args, kwargs)] = index
+            connection.collect(list(correlation_ids))
+            for correlation_id, index in correlation_ids.items():
+                outcomes[index] = _outcome(connection, correlation_id, sent_at, service, method)
     except UnroutableRequest as error:
         raise ServiceUnavailable(service=service, broker=broker_label(config.broker_url)) from error
     except DeadlineExceeded:
         timed_out = ServiceTimeout(service=service, method=method, timeout=config.timeout,
                                    broker=broker_label(config.broker_url))
         late = CallOutcome(None, timed_out, config.timeout * 1000.0)
-        outcomes.extend(
-            _outcome(connection, correlation_id, sent_at, service, method)
-            if correlation_id in connection.replies else late
-            for correlation_id in correlation_ids
-        )
-        outcomes.extend([late] * (len(requests) - len(outcomes)))
+        for correlation_id, index in correlation_ids.items():
+            if correlation_id in connection.replies:
+                outcomes[index] = _outcome(connection, correlation_id, sent_at, service, method)
+        for index in pending:
+            if outcomes[index] is None:
+                outcomes[index] = late
         _logger.warning("%s (%d of %d requests)", timed_out,
                         sum(outcome is late for outcome in outcomes), len(requests))
-        return outcomes, False
-    return outcomes, True
+        return False
+    except CONNECTION_ERRORS:  # after DeadlineExceeded, itself an OSError
+        # The replies read before the connection died are good: keep them, resend the rest.
+        for correlation_id, index in correlation_ids.items():
+            if outcomes[index] is None and correlation_id in connection.replies:
+                outcomes[index] = _outcome(connection, correlation_id, sent_at, service, method)
+        raise
+    return True
 
 
 def _outcome(connection, correlation_id, sent_at, service, method):
@@ -160,6 +205,18 @@ def _outcome(connection, correlation_id, sent_at, service, method):
         return CallOutcome(None, remote_error(service, method, *error), duration_ms)
     _logger.debug("%s.%s answered in %.1f ms", service, method, duration_ms)
     return CallOutcome(value, None, duration_ms)
+
+
+def _unreachable_rest(config, deadline, error, outcomes):
+    """Raise the broker unreachable when no request has an outcome yet; else make it the
+    outcome of those without one, and return ``outcomes``."""
+    unreachable = _unreachable(config, deadline, error)
+    if all(outcome is None for outcome in outcomes):
+        raise unreachable from error
+    for index, outcome in enumerate(outcomes):
+        if outcome is None:
+            outcomes[index] = CallOutcome(None, unreachable, 0.0)
+    return outcomes
 
 
 def _unreachable(config, deadline, error):
@@ -175,7 +232,6 @@ def _unreachable(config, deadline, error):
 def _new_connection(broker_url, deadline):
     """A connection to the first broker of ``broker_url`` that accepts one before the deadline:
     kombu's failover form ``url1;url2;...`` names the nodes of a cluster, tried in turn."""
-    from .config import FAILOVER_SEPARATOR
     from .nameko_amqp import CONNECTION_ERRORS, Deadline, RpcConnection
 
     *others, last = broker_url.split(FAILOVER_SEPARATOR)

@@ -39,6 +39,9 @@ UNDECODABLE_REPLY = "UndecodableReply"  # exc_type of a reply in another format
 # Requests are sent transient: one outliving a broker restart would answer a reply queue that
 # died with it. Unacknowledged requests are still redelivered to another instance.
 REQUEST_DELIVERY_MODE = 1  # AMQP non-persistent
+# Reply queues live and die with one connection: never replicated, whatever queue type the
+# virtual host defaults to (a quorum default would make each one a durable Raft group).
+REPLY_QUEUE_ARGUMENTS = {"x-queue-type": "classic"}
 DEFAULT_PORTS = {False: 5672, True: 5671}
 DEFAULT_CREDENTIALS = "guest"  # kombu's default user and password
 LIVENESS_PROBE_SECONDS = 0.05  # how long an idle connection may take to show it is alive
@@ -133,7 +136,8 @@ class RpcConnection:
             channel.exchange_declare(RPC_EXCHANGE, "topic", durable=True, auto_delete=False)
             queue = REPLY_QUEUE_TEMPLATE % self.reply_to
             # Exclusive: the broker deletes the queue with the connection, however it ends.
-            channel.queue_declare(queue, exclusive=True, auto_delete=True)
+            channel.queue_declare(queue, exclusive=True, auto_delete=True,
+                                  arguments=REPLY_QUEUE_ARGUMENTS)
             channel.queue_bind(queue, RPC_EXCHANGE, routing_key=self.reply_to)
             channel.basic_consume(queue, no_ack=True, callback=self._on_reply)
             channel.events["basic_return"].add(self._on_return)

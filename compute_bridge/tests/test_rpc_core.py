@@ -88,6 +88,7 @@ class FakeConnection:
     reply as ``(value, (exc_type, text) or None)``, :data:`NO_REPLY`, or raises."""
 
     NO_REPLY = "no reply"
+    LOST = "lost with the connection"  # the request went out, the connection died before its reply
     created = []
 
     def __init__(self, key, deadline, behaviour):
@@ -102,6 +103,11 @@ class FakeConnection:
         return len(self.sent)
 
     def collect(self, correlation_ids):
+        lost = [cid for cid in correlation_ids if self.replies.get(cid) == self.LOST]
+        for cid in lost:
+            del self.replies[cid]
+        if lost:
+            raise ConnectionResetError("connection reset mid-batch")
         missing = [cid for cid in correlation_ids if self.replies[cid] == self.NO_REPLY]
         for cid in missing:
             del self.replies[cid]
@@ -341,6 +347,60 @@ class TestClient(RpcCoreCase):
         self.assertNotIn(SECRET, str(caught.exception))
         self.assertIn("guest:***@broker", str(caught.exception))
         self.assertEqual(len(FakeConnection.created), 1)  # no retry
+
+    def lose_first_connection_at(self, lost_args):
+        """Behaviour: the first connection dies while ``lost_args`` await their replies."""
+        def behaviour(connection, args):
+            if connection is FakeConnection.created[0] and args in lost_args:
+                return FakeConnection.LOST
+            return sum(args), None
+
+        return behaviour
+
+    def test_lost_connection_mid_batch_resends_only_the_unanswered(self):
+        args = [(i, i) for i in range(client.BATCH_CHUNK_SIZE + 3)]
+        self.behaviour = self.lose_first_connection_at({(5, 5)})
+        outcomes = rpc.call_many(self.config, "compute", "method", args)  # a fresh connection
+        self.assertEqual([outcome.value for outcome in outcomes], [a + b for a, b in args])
+        self.assertEqual(len(FakeConnection.created), 2)
+        self.assertTrue(FakeConnection.created[0].closed)
+        # The first chunk's other replies had arrived; the next chunk was never sent.
+        self.assertEqual(FakeConnection.created[1].sent, [(5, 5)] + args[-3:])
+
+    def test_resend_false_never_sends_a_request_twice(self):
+        args = [(i, i) for i in range(client.BATCH_CHUNK_SIZE + 3)]
+        self.behaviour = self.lose_first_connection_at({(5, 5)})
+        outcomes = rpc.call_many(self.config, "compute", "method", args, resend=False)
+        self.assertIsInstance(outcomes[5].error, rpc.BrokerUnreachable)
+        self.assertNotIn(SECRET, str(outcomes[5].error))
+        self.assertEqual([outcome.value for i, outcome in enumerate(outcomes) if i != 5],
+                         [a + b for i, (a, b) in enumerate(args) if i != 5])
+        self.assertEqual(FakeConnection.created[1].sent, args[-3:])  # only the never-sent ones
+        with self.assertRaises(rpc.BrokerUnreachable):
+            self.behaviour = self.lose_first_connection_at({(1, 2)})
+            FakeConnection.created = []
+            self.pool.close_all()
+            rpc.call(self.config, "compute", "method", 1, 2, resend=False)
+        self.assertEqual(len(FakeConnection.created), 1)
+
+    def test_reconnects_are_bounded_and_keep_the_replies_already_read(self):
+        args = [(i, i) for i in range(3)]
+
+        def every_connection_dies_on_the_last(connection, call_args):
+            return FakeConnection.LOST if call_args == (2, 2) else (sum(call_args), None)
+
+        self.behaviour = every_connection_dies_on_the_last
+        self.config = rpc.BridgeConfig("pyamqp://a:1;pyamqp://b:2", 2.0, False)
+        outcomes = rpc.call_many(self.config, "compute", "method", args)
+        self.assertEqual([outcome.value for outcome in outcomes[:2]], [0, 2])
+        self.assertIsInstance(outcomes[2].error, rpc.BrokerUnreachable)
+        self.assertEqual(len(FakeConnection.created), client.MAX_RECONNECTS + 1)
+
+    def test_failover_url_moves_a_fresh_connection_on(self):
+        self.config = rpc.BridgeConfig("pyamqp://a:1;pyamqp://b:2", 2.0, False)
+        self.behaviour = self.lose_first_connection_at({(1, 2)})
+        self.assertEqual(rpc.call(self.config, "compute", "method", 1, 2), 3)
+        self.assertEqual(len(FakeConnection.created), 2)
 
     def test_dead_idle_connection_is_replaced_before_use(self):
         rpc.call(self.config, "compute", "method", 1, 1)

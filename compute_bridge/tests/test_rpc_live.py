@@ -142,3 +142,40 @@ class TestRpcLive(BaseCase):
         for item in idle:
             item.resource._connection.transport.sock.shutdown(socket.SHUT_RDWR)
         self.assertEqual(rpc.call(self.config, "compute", "method", 20, 22), 42)
+
+    def test_batch_whose_connection_dies_midway_is_sent_again(self):
+        """The socket under a batch's connection is cut while the second chunk awaits its
+        replies (a broker node killed): those calls go again on a fresh connection; with
+        ``resend=False`` those not answered yet (replies already in the socket's buffer are
+        read) end with BrokerUnreachable and only the unsent calls go."""
+        from unittest import mock
+
+        from ..rpc import nameko_amqp
+
+        args = [(i, i) for i in range(2 * client.BATCH_CHUNK_SIZE + 5)]
+        config = rpc.BridgeConfig(BROKER_URL, BATCH_TIMEOUT, False)
+        collect = nameko_amqp.RpcConnection.collect
+        cut = []
+
+        def collect_then_cut(connection, correlation_ids):
+            connection.chunks_seen = getattr(connection, "chunks_seen", 0) + 1
+            if connection.chunks_seen == 2 and not cut:
+                cut.append(connection)
+                connection._connection.transport.sock.shutdown(socket.SHUT_RDWR)
+            return collect(connection, correlation_ids)
+
+        for resend in (True, False):
+            cut.clear()
+            client.close_pool()
+            with mock.patch.object(nameko_amqp.RpcConnection, "collect", collect_then_cut):
+                outcomes = rpc.call_many(config, "compute", "method", args,
+                                         **({} if resend else {"resend": False}))
+            self.assertEqual(len(cut), 1)
+            lost = range(client.BATCH_CHUNK_SIZE, 2 * client.BATCH_CHUNK_SIZE)
+            for index, (outcome, (a, b)) in enumerate(zip(outcomes, args, strict=True)):
+                if outcome.error is None:
+                    self.assertEqual(outcome.value, a + b)
+                else:
+                    self.assertFalse(resend, outcome.error)
+                    self.assertIn(index, lost)
+                    self.assertIsInstance(outcome.error, rpc.BrokerUnreachable)

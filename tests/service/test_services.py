@@ -17,6 +17,7 @@ from nameko.standalone.rpc import ServiceRpcProxy
 from nameko.testing.services import entrypoint_hook, entrypoint_waiter
 from nameko.testing.utils import find_free_port
 
+from services import entrypoints
 from services.compute import ComputeService
 from services.dependencies import SECRET_HEADER
 from services.health import HealthService
@@ -329,3 +330,41 @@ def test_health_and_beats_follow_the_broker_connection(
     assert get_health(web_config_port).json()["status"] == "ok"
     with ServiceRpcProxy("compute", direct, timeout=WAIT) as compute:
         assert compute.method(1, 2) == 3
+
+
+# -- queue types (a RabbitMQ cluster) ------------------------------------------------------------
+
+
+class EventQueueOwner:
+    """A service with a reliable event queue (outlives it) and an auto-delete one (dies with it)."""
+
+    name = "event_queue_owner"
+
+    @entrypoints.event_handler("heartbeat", "heartbeat")
+    def reliable(self, payload):
+        return payload
+
+    @entrypoints.event_handler("heartbeat", "heartbeat", reliable_delivery=False)
+    def transient(self, payload):
+        return payload
+
+
+def queue_types(rabbit_manager, vhost):
+    return {queue["name"]: queue["type"] for queue in rabbit_manager.get_queues(vhost)}
+
+
+@pytest.mark.parametrize("queue_type", ["quorum", "classic"])
+def test_lasting_queues_have_the_queue_type_setting_and_reply_queues_are_classic(
+        container_factory, config, rabbit_manager, queue_type):
+    config["QUEUE_TYPE"] = queue_type
+    vhost = urllib.parse.urlsplit(config["AMQP_URI"]).path[1:]
+    for service in (ComputeService, EventQueueOwner):
+        container_factory(service, config).start()
+    with ServiceRpcProxy("compute", config) as compute:
+        assert compute.method(2, 3) == 5
+    types = queue_types(rabbit_manager, vhost)
+    assert types["rpc-compute"] == queue_type
+    assert types["evt-heartbeat-heartbeat--event_queue_owner.reliable"] == queue_type
+    assert types["evt-heartbeat-heartbeat--event_queue_owner.transient"] == "classic"
+    compute_replies = [name for name in types if name.startswith("rpc.reply-compute-")]
+    assert compute_replies and all(types[name] == "classic" for name in compute_replies)

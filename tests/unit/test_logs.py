@@ -10,6 +10,7 @@ from services.logs import (
     LOG_FORMAT,
     MAX_LOGGED_CHARS,
     OnOneLine,
+    masked_url,
     quoted,
     use_default_format,
     without_password,
@@ -119,3 +120,8 @@ def test_without_password(password):
     url = "pyamqp://guest:%s@rabbit:5672//" % password
     assert password not in without_password("cannot reach %s" % url, url)
     assert without_password("no url here", "http://odoo/hb") == "no url here"
+
+
+def test_masked_url_masks_every_node_of_a_failover_url():
+    url = "pyamqp://u:first@n1:5672/vh;pyamqp://u:second@n2:5672/vh"
+    assert masked_url(url) == "pyamqp://u:**@n1:5672/vh;pyamqp://u:**@n2:5672/vh"
