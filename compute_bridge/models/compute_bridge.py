@@ -23,7 +23,6 @@ from ..rpc.background import (
     dumps_arguments,
     parse_allowed_methods,
 )
-from .compute_bridge_call import RUNNER_CRON
 
 _logger = logging.getLogger(__name__)
 
@@ -47,11 +46,13 @@ class ComputeBridge(models.AbstractModel):
         return outcome.value
 
     @api.model
-    def _call_many(self, service, method, args_list, kwargs_list=None):
+    def _call_many(self, service, method, args_list, kwargs_list=None, **options):
         """:func:`..rpc.call_many` after the access checks: one ``CallOutcome`` per request;
-        raises a ``BridgeError`` when the whole batch failed (broker or service away)."""
+        raises a ``BridgeError`` when the whole batch failed (broker or service away).
+        ``options``: call_many's ``resend`` and ``require_consumer``."""
         self._check_call_allowed(service, method)
-        return rpc.call_many(self._config(), service, method, args_list, kwargs_list)
+        return rpc.call_many(self._config(), service, method, args_list, kwargs_list,
+                             **options)
 
     @api.model
     def call_later(self, service, method, args=(), kwargs=None, record=None, callback=None,
@@ -110,7 +111,7 @@ class ComputeBridge(models.AbstractModel):
         data = self.env.cr.precommit.data
         trigger = data.get(TRIGGER_KEY)
         if trigger is None or not trigger.exists():  # gone with a rolled-back savepoint
-            data[TRIGGER_KEY] = self.env.ref(RUNNER_CRON).sudo()._trigger()
+            data[TRIGGER_KEY] = self.env["compute.bridge.call"]._wake_runners()
         return calls
 
     @api.model

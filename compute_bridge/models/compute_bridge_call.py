@@ -55,6 +55,13 @@ SERIALIZATION_RETRIES = 3
 STUCK_AFTER = timedelta(minutes=5)
 MANAGER_GROUP = "compute_bridge.group_compute_bridge_manager"
 RUNNER_CRON = "compute_bridge.ir_cron_compute_bridge_run_calls"
+# Odoo runs one scheduled action in one process at a time (its ir_cron row stays locked while it
+# runs): two runner jobs let two servers, or two cron threads of one, send chunks at the same
+# time, the claim's SKIP LOCKED splitting the rows between them.
+RUNNER_CRONS = (RUNNER_CRON, "compute_bridge.ir_cron_compute_bridge_run_calls_2")
+# A retry due this soon is waited for in the runner's own cron thread: ir.cron acts on a trigger
+# for a later time only when a cron thread next polls, up to a minute later.
+RETRY_WAIT_IN_RUNNER = 15.0  # seconds
 BUS_CALLS_ENDED = "compute_bridge.calls_ended"  # bus notification type, read by the JS service
 
 
@@ -133,7 +140,7 @@ class ComputeBridgeCall(models.Model):
                             "error_message": False, "batch_notified": False})
         calls._run_callbacks()
         if calls:
-            self.env.ref(RUNNER_CRON).sudo()._trigger()
+            self._wake_runners()
         return True
 
     def action_cancel(self):
@@ -171,11 +178,40 @@ class ComputeBridgeCall(models.Model):
                 # due so the cron runs again and sends them as soon as the service is back.
                 time.sleep(REQUEUE_DELAY)
         remaining = self._count_due(lease)
+        waited = False
+        if not remaining:
+            wait = self._seconds_to_next_try()
+            if wait is not None and wait <= RETRY_WAIT_IN_RUNNER:
+                self._commit()
+                time.sleep(max(wait, 0.0))
+                waited = True
+                remaining = self._count_due(lease)
         self.env["ir.cron"]._notify_progress(done=len(claimed), remaining=remaining)
-        if claimed and remaining:
+        if (claimed or waited) and remaining:
             # ir.cron runs a partially done job again only when a cron thread wakes up
             # (a minute at most): a trigger for now wakes it as soon as this run commits.
-            self.env.ref(RUNNER_CRON).sudo()._trigger()
+            self._wake_runners()
+
+    @api.model
+    def _wake_runners(self, at=None):
+        """Trigger every runner job (now, or ``at``); return the triggers."""
+        triggers = self.env["ir.cron.trigger"]
+        for xmlid in RUNNER_CRONS:
+            cron = self.env.ref(xmlid, raise_if_not_found=False)
+            if cron:
+                triggers |= cron.sudo()._trigger(at)
+        return triggers
+
+    @api.model
+    def _seconds_to_next_try(self):
+        """Seconds until the soonest queued call is due (None: none queued)."""
+        self.env.flush_all()
+        self.env.cr.execute(SQL(
+            "SELECT min(next_try) FROM compute_bridge_call WHERE state = %s", QUEUED))
+        soonest = self.env.cr.fetchone()[0]
+        if soonest is None:
+            return None
+        return (soonest - fields.Datetime.now()).total_seconds()
 
     @api.model
     def _due_domain_sql(self, lease):
@@ -261,7 +297,8 @@ class ComputeBridgeCall(models.Model):
                 outcomes = self.env["compute.bridge"].sudo()._call_many(
                     service, method,
                     [json.loads(call.args_json) for call in group],
-                    [json.loads(call.kwargs_json or "{}") for call in group])
+                    [json.loads(call.kwargs_json or "{}") for call in group],
+                    require_consumer=True)
             except BridgeError as error:
                 outcomes = [(None, error, 0.0)] * len(group)
             for call, (value, error, duration_ms) in zip(group, outcomes, strict=True):
@@ -312,8 +349,7 @@ class ComputeBridgeCall(models.Model):
             stored.filtered(lambda call: call.state in (CALL_DONE, FAILED))._notify_users()
             retry_at = stored.filtered(lambda call: call.state == QUEUED).mapped("next_try")
             if retry_at:
-                self.env.ref(RUNNER_CRON).sudo()._trigger(
-                    min(retry_at))
+                self._wake_runners(min(retry_at))
             return stored
 
         return self._in_own_transaction(store)

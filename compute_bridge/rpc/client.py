@@ -48,7 +48,8 @@ def call(config, service, method, *args, resend=True, **kwargs):
     return outcome.value
 
 
-def call_many(config, service, method, args_list, kwargs_list=None, resend=True):
+def call_many(config, service, method, args_list, kwargs_list=None, resend=True,
+              require_consumer=False):
     """Call ``service.method(*args, **kwargs)`` for each ``args`` in ``args_list`` (and the
     ``kwargs`` at the same place in ``kwargs_list``, default none); one outcome each.
 
@@ -62,6 +63,12 @@ def call_many(config, service, method, args_list, kwargs_list=None, resend=True)
     ``resend=False`` is for a method that must not run twice: a request sent on the lost
     connection is not sent again but ends with ``BrokerUnreachable`` (it may or may not have
     run); only requests never sent go out on the fresh connection.
+
+    ``require_consumer``: first ask the broker whether the service's queue has a consumer,
+    and raise ``ServiceUnavailable`` without sending anything when it has none (a stopped
+    service's queue outlives it and would keep the requests unanswered until the deadline).
+    Costs one round trip; background calls use it, so that a stopped service is "not
+    delivered" (tried again, not counted) rather than a timeout.
     """
     if not args_list:
         return []
@@ -73,11 +80,12 @@ def call_many(config, service, method, args_list, kwargs_list=None, resend=True)
     outcomes = [None] * len(requests)
     observer = current_observer()
     if observer is None:
-        return _on_connection(config, deadline, service, method, requests, outcomes, resend)
+        return _on_connection(config, deadline, service, method, requests, outcomes, resend,
+                              require_consumer=require_consumer)
     observed = observer.call_started(service, method, len(requests))
     try:
         _on_connection(config, deadline, service, method, requests, outcomes, resend,
-                       observer.message_headers(observed))
+                       observer.message_headers(observed), require_consumer)
     except BaseException as error:
         observer.call_ended(observed, error=error)
         raise
@@ -97,7 +105,7 @@ def close_pool():
 
 # ---------------------------------------------------------------------------------------------
 def _on_connection(config, deadline, service, method, requests, outcomes, resend,
-                   headers=None):
+                   headers=None, require_consumer=False):
     """Fill ``outcomes`` (``None``: no reply yet) by :func:`_send_and_collect` on a pooled
     connection.
 
@@ -122,6 +130,9 @@ def _on_connection(config, deadline, service, method, requests, outcomes, resend
         pending = [index for index, outcome in enumerate(outcomes) if outcome is None]
         sent = set()
         try:
+            if require_consumer and not item.resource.consumers(service):
+                raise ServiceUnavailable(service=service,
+                                         broker=broker_label(config.broker_url))
             complete = _send_and_collect(item.resource, config, service, method, requests,
                                          pending, outcomes, sent)
         except CONNECTION_ERRORS as error:

@@ -33,6 +33,7 @@ _logger = logging.getLogger(__name__)
 
 RPC_EXCHANGE = "nameko-rpc"  # nameko's default RPC_EXCHANGE
 REPLY_QUEUE_TEMPLATE = "rpc.reply-compute_bridge-%s"  # nameko's rpc.reply-<caller>-<uuid>
+SERVICE_QUEUE_TEMPLATE = "rpc-%s"  # nameko's queue of a service's RPC entrypoints
 SERIALIZER = "json"  # nameko's default SERIALIZER
 ACCEPTED_CONTENT_TYPES = ("application/json",)  # never pickle from the network
 UNDECODABLE_REPLY = "UndecodableReply"  # exc_type of a reply in another format
@@ -201,6 +202,22 @@ class RpcConnection:
         if error:
             return None, (error.get("exc_type"), error.get("value")), arrived
         return reply.get("result"), None, arrived
+
+    def consumers(self, service):
+        """How many consumers ``service``'s RPC queue has (0 when it does not exist).
+
+        A stopped service leaves its durable queue behind: requests published to it are
+        accepted and wait there unanswered. Asked on a channel of its own, because a missing
+        queue makes the broker close the channel that asked.
+        """
+        channel = self._connection.channel()
+        try:
+            _, _, consumers = channel.queue_declare(SERVICE_QUEUE_TEMPLATE % service,
+                                                    passive=True)
+        except amqp.exceptions.NotFound:
+            return 0
+        channel.close()
+        return consumers
 
     def is_alive(self):
         """An idle connection has nothing to say: read only if its socket is readable. A

@@ -205,10 +205,33 @@ class TestRunner(BackgroundCase):
         config.set_param(MAX_ATTEMPTS_PARAM, 3)
         config.set_param(RPC_TIMEOUT_PARAM, SHORT_TIMEOUT)
         with Connection(BROKER_URL) as connection:
+            channel = connection.default_channel
+            bound = rpc_queue(service)(channel)
+            bound.declare()
+            # a consumer that takes the requests and never answers: a hung service
+            channel.basic_consume(bound.name, callback=lambda message: None)
+            try:
+                self.retry_until_failed(service)
+            finally:
+                bound.delete()
+
+    def test_stopped_service_queue_requeues_without_counting(self):
+        """A stopped service leaves its queue: requests would wait there unanswered, so the
+        runner asks for a consumer first and sends nothing while there is none."""
+        from kombu import Connection
+
+        service = "cb_stopped_%s" % uuid.uuid4().hex[:8]
+        self.env["ir.config_parameter"].sudo().set_param(
+            ALLOWED_METHODS_PARAM, "compute.method %s.method" % service)
+        with Connection(BROKER_URL) as connection:
             bound = rpc_queue(service)(connection.default_channel)
             bound.declare()
             try:
-                self.retry_until_failed(service)
+                call = self.Bridge.sudo().call_later(service, "method", args=(1, 2))
+                self.run_runner()
+                self.assertRecordValues(call, [{"state": "queued", "attempts": 0}])
+                self.assertIn("not running", call.error_message)
+                self.assertEqual(bound.queue_declare(passive=True).message_count, 0)
             finally:
                 bound.delete()
 

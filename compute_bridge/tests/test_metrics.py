@@ -80,7 +80,7 @@ class TestMetricsEndpoint(HttpCase):
             [{"field_1": number, "field_2": 1} for number in range(3)])
         operations.action_suma()
         self.assertEqual(set(operations.mapped("state")), {"done"})
-        config = operations._compute_bridge_config()
+        config = self.env["compute.bridge"]._config()
         with self.assertRaises(ServiceUnavailable):
             call(config, "cb_no_such_service", "method", 1, 2)
         after = self.scrape()

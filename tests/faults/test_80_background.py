@@ -440,10 +440,6 @@ def test_two_servers_drain_one_queue_none_applied_twice(two_servers_drained, adm
     assert all(drained["runs"].values()), drained["runs"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "one runner cron: Odoo runs a scheduled action in one process at a time (its ir_cron row "
-    "is locked while it runs), and the same server wins every wake-up; both servers drain "
-    "together only once the runner is more than one job"))
 def test_two_servers_both_apply_some(two_servers_drained):
     assert set(two_servers_drained["by_app"]) == {"prefork", "threaded"}, \
         two_servers_drained["by_app"]
