@@ -399,6 +399,9 @@ def test_kill_9_with_1000_in_flight(drainers, bridge, fleet, pg):
 RUNNER_JOB = "Job 'Compute Bridge: run background calls'"  # ir.cron's line after each run
 WAVES = 8  # each wave's commit wakes both servers' cron: whichever is free takes the job
 WAVE_SIZE = 75
+# Then one commit of several runner chunks (CHUNK_SIZE, 200): both servers' runner jobs take
+# chunks of it at the same time.
+LAST_WAVE_SIZE = 1000
 
 
 def runner_runs(server):
@@ -414,20 +417,23 @@ def two_servers_drained(drainers, odoo, broker, fleet, pg):
     drainers.only(drainers.prefork, drainers.threaded)
     fleet.stop_all()
     fleet.start_many(1, delay=0.01)
-    pairs = [(80_700_000 + i, 0.375) for i in range(WAVES * WAVE_SIZE)]
+    pairs = [(80_700_000 + i, 0.375) for i in range(WAVES * WAVE_SIZE + LAST_WAVE_SIZE)]
     ops = create_operations(bridge, pairs)
     started = time.monotonic()
     for wave in range(WAVES):
         ids = ops[wave * WAVE_SIZE:(wave + 1) * WAVE_SIZE]
         queue(bridge, ids)
         wait_ops(pg, ids)
+    last = ops[WAVES * WAVE_SIZE:]
+    queue(bridge, last)
+    wait_ops(pg, last)
     elapsed = time.monotonic() - started
     by_app = dict(sql(pg, "SELECT split_part(app, '-', 3), count(DISTINCT op_id)"
                           " FROM faults_applied WHERE op_id = ANY(%s) GROUP BY 1", (ops,)))
     runs = {server.name: runner_runs(server) for server in drainers.all}
     harness.measure("background: two servers", "%d in %d waves done in %.1f s; operations "
                     "applied by %s; runner runs in their logs %s" % (
-                        len(ops), WAVES, elapsed, by_app, runs))
+                        len(ops), WAVES + 1, elapsed, by_app, runs))
     fleet.stop_all()
     return {"ops": ops, "pairs": pairs, "by_app": by_app, "runs": runs}
 
@@ -441,6 +447,8 @@ def test_two_servers_drain_one_queue_none_applied_twice(two_servers_drained, adm
 
 
 def test_two_servers_both_apply_some(two_servers_drained):
+    """Both servers take part: the runner is two cron jobs, so a server busy with one chunk
+    does not keep the other from the next."""
     assert set(two_servers_drained["by_app"]) == {"prefork", "threaded"}, \
         two_servers_drained["by_app"]
 
