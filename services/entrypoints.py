@@ -103,8 +103,13 @@ class WatchedReplyListener(ReplyListener):
 
     def setup(self):
         super().setup()
-        # nameko's reply queue expires rather than auto-deletes: classic all the same.
+        # nameko's reply queue expires rather than auto-deletes: classic all the same. Not
+        # durable: a durable queue whose node died stays in the cluster's metadata, and
+        # declaring it again on another node is refused until that node is back, which keeps
+        # the whole consumer connection (the service's RPC queue too) from reconnecting; the
+        # cluster forgets a transient queue with its node.
         self.queue.queue_arguments[QUEUE_TYPE_ARGUMENT] = QUEUE_TYPE_CLASSIC
+        self.queue.durable = False
 
 
 class WatchedEventHandler(EventHandler):

@@ -32,6 +32,11 @@ BATCH_CHUNK_SIZE = 200  # requests in flight before their replies are read (what
 # nodes of a three-node cluster's failover list, few enough that a broker which accepts and
 # then drops every connection cannot keep a batch busy until its deadline.
 MAX_RECONNECTS = 3
+# Pause before sending again requests the broker refused (nacked): a quorum queue refuses while
+# its cluster elects a new leader, which takes a few seconds after the loss of a node. Doubled
+# after each refusal, up to the maximum, always within the call's deadline.
+REFUSED_RETRY_PAUSE = 0.2  # seconds
+REFUSED_RETRY_MAX_PAUSE = 2.0  # seconds
 
 CallOutcome = collections.namedtuple("CallOutcome", ["value", "error", "duration_ms"])
 CallOutcome.__doc__ = """One request's reply: ``value`` on success, else ``error`` (a
@@ -167,7 +172,8 @@ def _on_connection(config, deadline, service, method, requests, outcomes, resend
 def _send_and_collect(connection, config, service, method, requests, pending, outcomes, sent):
     """Publish the requests of ``pending`` (indexes into ``requests``) ``BATCH_CHUNK_SIZE``
     at a time, recording each index in ``sent`` before its publish, and write each reply
-    into ``outcomes`` until the deadline; requests without a reply by then (sent or not) get
+    into ``outcomes`` until the deadline; the requests the broker refused go again after a
+    pause (:data:`REFUSED_RETRY_PAUSE`); requests without a reply by then (sent or not) get
     a ``ServiceTimeout``. Return whether every request had its reply."""
     from .nameko_amqp import CONNECTION_ERRORS, DeadlineExceeded, UnroutableRequest
 
@@ -175,15 +181,30 @@ def _send_and_collect(connection, config, service, method, requests, pending, ou
     sent_at = time.monotonic()
     try:
         for start in range(0, len(pending), BATCH_CHUNK_SIZE):
-            sent_at = time.monotonic()
-            correlation_ids = {}
-            for index in pending[start:start + BATCH_CHUNK_SIZE]:
-                sent.add(index)
-                args, kwargs = requests[index]
-                correlation_ids[connection.send(service, method, args, kwargs)] = index
-            connection.collect(list(correlation_ids))
-            for correlation_id, index in correlation_ids.items():
-                outcomes[index] = _outcome(connection, correlation_id, sent_at, service, method)
+            chunk = pending[start:start + BATCH_CHUNK_SIZE]
+            pause = REFUSED_RETRY_PAUSE
+            while chunk:
+                sent_at = time.monotonic()
+                correlation_ids = {}
+                for index in chunk:
+                    sent.add(index)
+                    args, kwargs = requests[index]
+                    correlation_ids[connection.send(service, method, args, kwargs)] = index
+                connection.collect(list(correlation_ids))
+                chunk = []
+                for correlation_id, index in correlation_ids.items():
+                    if correlation_id in connection.refused:
+                        connection.refused.discard(correlation_id)
+                        chunk.append(index)
+                    else:
+                        outcomes[index] = _outcome(connection, correlation_id, sent_at,
+                                                   service, method)
+                if chunk:
+                    _logger.info("the broker refused %d request(s) for %s.%s (a queue without "
+                                 "a leader?); sending them again in %g s", len(chunk), service,
+                                 method, pause)
+                    connection.pause_after_refusal(pause)
+                    pause = min(pause * 2, REFUSED_RETRY_MAX_PAUSE)
     except UnroutableRequest as error:
         raise ServiceUnavailable(service=service, broker=broker_label(config.broker_url)) from error
     except DeadlineExceeded:

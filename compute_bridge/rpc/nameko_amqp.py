@@ -11,6 +11,9 @@ it when nameko, kombu or amqp is upgraded. What it relies on:
   never load.
 - kombu's reading of a broker URL (:func:`kombu.utils.url.url_to_parts`), so that a URL means the
   same broker here and to ``nameko run --broker``, and kombu's serialisers.
+- RabbitMQ's publisher confirms: a request the broker could not enqueue (a quorum queue without
+  a leader while its cluster elects one after the loss of a node) is nacked, where without
+  confirms it would be dropped in silence and its caller would wait for the deadline.
 - py-amqp's transport: :class:`_DeadlineMixin` replaces the socket ``recv``/``send`` that
   ``_setup_transport`` installs, because a peer that drips one byte at a time defeats any
   per-read timeout; only a deadline checked before each socket operation bounds it.
@@ -126,6 +129,10 @@ class RpcConnection:
         # correlation id -> ((content type, encoding, body), time.monotonic() of arrival)
         self.replies = {}
         self.returned = False
+        self.refused = set()  # correlation ids of requests the broker nacked
+        self._unconfirmed = {}  # delivery tag -> correlation id, in publishing order
+        self._published = 0  # delivery tags count the channel's publishes from 1
+        self._publisher = None
         self.reply_to = str(uuid.uuid4())
         self._connection = _DeadlineConnection(
             lambda: self.deadline, connect_timeout=max(deadline.remaining(), 0.001),
@@ -141,16 +148,17 @@ class RpcConnection:
                                   arguments=REPLY_QUEUE_ARGUMENTS)
             channel.queue_bind(queue, RPC_EXCHANGE, routing_key=self.reply_to)
             channel.basic_consume(queue, no_ack=True, callback=self._on_reply)
-            channel.events["basic_return"].add(self._on_return)
+            self._open_publisher()
         except BaseException:
             self.abort()
             raise
 
     def send(self, service, method, args, kwargs=None):
-        """Publish one request without waiting for a confirm; return its correlation id.
+        """Publish one request without waiting for its confirm; return its correlation id.
 
         ``mandatory``: a request no queue is bound for comes back (see :meth:`collect`)
-        instead of waiting for a reply that cannot come.
+        instead of waiting for a reply that cannot come. A request the broker nacks ends up
+        in :attr:`refused` (see :meth:`collect`).
         """
         correlation_id = str(uuid.uuid4())
         content_type, encoding, body = dumps({"args": args, "kwargs": kwargs or {}},
@@ -161,10 +169,12 @@ class RpcConnection:
             delivery_mode=REQUEST_DELIVERY_MODE, application_headers=self.headers,
         )
         try:
-            self._channel.basic_publish(
+            self._publisher.basic_publish(
                 message, exchange=RPC_EXCHANGE, routing_key="%s.%s" % (service, method),
                 mandatory=True,
             )
+            self._published += 1
+            self._unconfirmed[self._published] = correlation_id
         except amqp.exceptions.RecoverableConnectionError as error:
             # py-amqp turns a socket timeout during a publish into "basic_publish: timed
             # out": past the deadline that is the deadline, not a broker gone away.
@@ -174,13 +184,15 @@ class RpcConnection:
         return correlation_id
 
     def collect(self, correlation_ids):
-        """Read replies until every one of ``correlation_ids`` has one, a request comes back
-        (:class:`UnroutableRequest`) or the deadline passes (:class:`DeadlineExceeded`)."""
+        """Read replies until every one of ``correlation_ids`` has one or was refused (nacked:
+        in :attr:`refused`, to be sent again), a request comes back (:class:`UnroutableRequest`)
+        or the deadline passes (:class:`DeadlineExceeded`)."""
         pending = set(correlation_ids)
         while True:
             if self.returned:
                 raise UnroutableRequest()
             pending.difference_update(self.replies)
+            pending.difference_update(self.refused)
             if not pending:
                 return
             remaining = self.deadline.remaining()
@@ -190,6 +202,17 @@ class RpcConnection:
                 self._connection.drain_events(timeout=remaining)
             except TimeoutError as error:
                 raise DeadlineExceeded("no reply before the deadline") from error
+
+    def pause_after_refusal(self, seconds):
+        """Wait ``seconds`` (or raise :class:`DeadlineExceeded` when the deadline comes first),
+        then publish on a new channel: a channel keeps sending to the queue leader it knew,
+        which keeps refusing after the cluster has elected another one."""
+        if self.deadline.remaining() <= seconds:
+            time.sleep(max(self.deadline.remaining(), 0))
+            raise DeadlineExceeded("the deadline passed while waiting to send again")
+        time.sleep(seconds)
+        self._publisher.close()
+        self._open_publisher()
 
     def pop_reply(self, correlation_id):
         """``(result, error, arrived)`` of a collected reply; ``error`` is ``(exc_type, value)``."""
@@ -253,6 +276,38 @@ class RpcConnection:
         content = (properties.get("content_type"), properties.get("content_encoding"),
                    message.body)
         self.replies[properties.get("correlation_id")] = (content, time.monotonic())
+
+    def _open_publisher(self):
+        """The channel requests are published on, in confirm mode: apart from the reply
+        consumer's so that it can be replaced (:meth:`pause_after_refusal`)."""
+        self._publisher = channel = self._connection.channel()
+        channel.confirm_select()
+        channel.events["basic_ack"].add(self._on_ack)
+        channel.events["basic_nack"].add(self._on_nack)
+        channel.events["basic_return"].add(self._on_return)
+        self._unconfirmed.clear()
+        self._published = 0
+
+    def _on_ack(self, delivery_tag, multiple):
+        self._settle(delivery_tag, multiple)
+
+    def _on_nack(self, delivery_tag, multiple):
+        refused = self._settle(delivery_tag, multiple)
+        _logger.debug("the broker refused %d request(s)", len(refused))
+        self.refused.update(refused)
+
+    def _settle(self, delivery_tag, multiple):
+        """Forget the confirmed publishes (``delivery_tag``, and all before it when
+        ``multiple``); return their correlation ids."""
+        if not multiple:
+            settled = self._unconfirmed.pop(delivery_tag, None)
+            return [] if settled is None else [settled]
+        settled = []
+        for tag in list(self._unconfirmed):  # publishing order: the oldest first
+            if tag > delivery_tag:
+                break
+            settled.append(self._unconfirmed.pop(tag))
+        return settled
 
     def _on_return(self, exc, exchange, routing_key, message):
         _logger.debug("the broker returned a request for %s: %s", routing_key, exc)

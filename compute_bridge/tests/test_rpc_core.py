@@ -89,12 +89,13 @@ class FakeConnection:
 
     NO_REPLY = "no reply"
     LOST = "lost with the connection"  # the request went out, the connection died before its reply
+    REFUSED = "nacked by the broker"
     created = []
 
     def __init__(self, key, deadline, behaviour):
         self.key, self.deadline, self.behaviour = key, deadline, behaviour
         self.alive, self.closed = True, False
-        self.sent, self.replies = [], {}
+        self.sent, self.replies, self.refused, self.pauses = [], {}, set(), []
         FakeConnection.created.append(self)
 
     def send(self, service, method, args, kwargs=None):
@@ -108,7 +109,11 @@ class FakeConnection:
             del self.replies[cid]
         if lost:
             raise ConnectionResetError("connection reset mid-batch")
-        missing = [cid for cid in correlation_ids if self.replies[cid] == self.NO_REPLY]
+        for cid in correlation_ids:
+            if self.replies[cid] == self.REFUSED:
+                del self.replies[cid]
+                self.refused.add(cid)
+        missing = [cid for cid in correlation_ids if self.replies.get(cid) == self.NO_REPLY]
         for cid in missing:
             del self.replies[cid]
         if missing:
@@ -117,6 +122,11 @@ class FakeConnection:
     def pop_reply(self, correlation_id):
         value, error = self.replies.pop(correlation_id)
         return value, error, time.monotonic()
+
+    def pause_after_refusal(self, seconds):  # a pause of the mind: nothing sleeps
+        if sum(self.pauses) + seconds >= self.deadline.remaining():
+            raise nameko_amqp.DeadlineExceeded("the deadline passed while waiting")
+        self.pauses.append(seconds)
 
     def is_alive(self):
         return self.alive
@@ -426,6 +436,36 @@ class TestClient(RpcCoreCase):
         self.assertTrue(FakeConnection.created[0].closed)
         self.assertEqual(self.pool.idle_count(), 0)
 
+    def test_refused_requests_are_sent_again_after_a_growing_pause(self):
+        refusals = {(3, 3): 2}  # a queue without a leader nacks twice, then takes the request
+
+        def refuse_twice(connection, args):
+            if refusals.get(args):
+                refusals[args] -= 1
+                return FakeConnection.REFUSED
+            return sum(args), None
+
+        self.behaviour = refuse_twice
+        args = [(i, i) for i in range(5)]
+        outcomes = rpc.call_many(self.config, "compute", "method", args, resend=False)
+        self.assertEqual([outcome.value for outcome in outcomes], [a + b for a, b in args])
+        connection = FakeConnection.created[0]
+        self.assertEqual(connection.sent, args + [(3, 3), (3, 3)])  # only the refused again
+        self.assertEqual(connection.pauses, [client.REFUSED_RETRY_PAUSE,
+                                             2 * client.REFUSED_RETRY_PAUSE])
+        self.assertEqual(len(FakeConnection.created), 1)
+
+    def test_requests_refused_until_the_deadline_time_out(self):
+        self.behaviour = lambda connection, args: (
+            FakeConnection.REFUSED if args == (1, 1) else (sum(args), None))
+        self.config = rpc.BridgeConfig(self.config.broker_url, 10.0, False)
+        outcomes = rpc.call_many(self.config, "compute", "method", [(0, 0), (1, 1)])
+        self.assertEqual(outcomes[0].value, 0)
+        self.assertIsInstance(outcomes[1].error, rpc.ServiceTimeout)
+        pauses = FakeConnection.created[0].pauses
+        self.assertLessEqual(sum(pauses), self.config.timeout)
+        self.assertEqual(max(pauses), client.REFUSED_RETRY_MAX_PAUSE)
+
     def test_unroutable_request_is_service_unavailable(self):
         def returned(connection, args):
             raise nameko_amqp.UnroutableRequest()
@@ -468,7 +508,7 @@ class TestPublishCutByTheDeadline(BaseCase):
         connection = object.__new__(nameko_amqp.RpcConnection)
         connection.deadline = nameko_amqp.Deadline(seconds)
         connection.reply_to = "reply"
-        connection._channel = Channel()
+        connection._publisher = Channel()
         return connection
 
     def test_after_the_deadline_it_is_the_deadline(self):

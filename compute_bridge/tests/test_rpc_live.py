@@ -3,11 +3,12 @@
 import socket
 import time
 import uuid
+from unittest import mock
 
 from odoo.tests import BaseCase
 
 from .. import rpc
-from ..rpc import client
+from ..rpc import client, nameko_amqp
 from .common import BROKER_URL, CLOSED_PORT_URL, SECRET
 from .test_rpc_core import MARGIN, MisbehavingPeer, call_within
 
@@ -19,14 +20,16 @@ FROZEN_BATCH = 1000  # several chunks: each must not wait the timeout again
 # A batch that cannot all be published within its deadline, however fast the machine.
 PUBLISH_CUT_TIMEOUT = 0.2  # seconds
 PUBLISH_CUT_BATCH = 20_000
+# A queue that is always full and refuses what is published to it (a nack with confirms).
+REFUSING_QUEUE_ARGUMENTS = {"x-max-length": 0, "x-overflow": "reject-publish"}
 
 
-def rpc_queue(service):
+def rpc_queue(service, arguments=None):
     """The queue ``nameko run`` declares for ``service``, bound the way nameko binds it."""
     from kombu import Exchange, Queue
 
     return Queue("rpc-%s" % service, Exchange("nameko-rpc", type="topic", durable=True),
-                 routing_key="%s.*" % service, auto_delete=False)
+                 routing_key="%s.*" % service, auto_delete=False, queue_arguments=arguments)
 
 
 class TestRpcLive(BaseCase):
@@ -80,6 +83,34 @@ class TestRpcLive(BaseCase):
             finally:
                 bound.delete()
         # the next call works on a fresh connection
+        self.assertEqual(rpc.call(self.config, "compute", "method", 2, 2), 4)
+
+    def test_request_the_broker_refuses_is_sent_again_then_times_out(self):
+        """A queue that refuses every publish (as a quorum queue without a leader does) nacks
+        the request: it is sent again after a pause, on a new channel, until the deadline,
+        instead of waiting for a reply that cannot come."""
+        from kombu import Connection
+
+        pauses = []
+        pause = nameko_amqp.RpcConnection.pause_after_refusal
+
+        def counted(connection, seconds):
+            pauses.append(seconds)
+            return pause(connection, seconds)
+
+        service = "cb_refusing_%s" % uuid.uuid4().hex[:8]
+        with Connection(BROKER_URL) as connection:
+            bound = rpc_queue(service, REFUSING_QUEUE_ARGUMENTS)(connection.default_channel)
+            bound.declare()
+            try:
+                started = time.monotonic()
+                with mock.patch.object(nameko_amqp.RpcConnection, "pause_after_refusal",
+                                       counted), self.assertRaises(rpc.ServiceTimeout):
+                    rpc.call(self.config, service, "method", 1, 2)
+                self.assertLess(time.monotonic() - started, LIVE_TIMEOUT + SLACK)
+            finally:
+                bound.delete()
+        self.assertGreaterEqual(len(pauses), 2)
         self.assertEqual(rpc.call(self.config, "compute", "method", 2, 2), 4)
 
     def test_deadline_during_publishing_keeps_the_replies(self):
