@@ -16,6 +16,7 @@ logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
 # `nameko run` has configured logging by now (it does before importing the services).
 logs.use_default_format()
 logs.tracebacks_off()
+logs.passwords_masked()
 # after the log format: the trace ids are added by a filter on the root logger's handlers
 telemetry.setup()
 

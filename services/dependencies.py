@@ -30,7 +30,7 @@ from nameko.rpc import ServiceProxy
 
 from services import instance, telemetry
 from services.entrypoints import WatchedReplyListener
-from services.logs import masked_url, without_password
+from services.logs import FAILOVER_SEPARATOR, masked_url, without_password
 from services.settings import (
     HEARTBEAT_SECRET_KEY,
     HEARTBEAT_URL_KEY,
@@ -204,22 +204,16 @@ class BrokerCheck(DependencyProvider):
     def check(self):
         config = self.container.config
         uri = config[AMQP_URI_CONFIG_KEY]
-        connection = Connection(
-            uri,
-            ssl=config.get(AMQP_SSL_CONFIG_KEY),
-            login_method=config.get(LOGIN_METHOD_CONFIG_KEY),
-            connect_timeout=BROKER_CHECK_TIMEOUT,
-        )
-        failure, was_reached = None, self.reached
-        try:
-            with eventlet.Timeout(BROKER_CHECK_DEADLINE):
-                connection.ensure_connection(max_retries=0, reraise_as_library_errors=False)
-        except eventlet.Timeout:
-            failure = "no answer within %ss" % BROKER_CHECK_DEADLINE
-        except connection.connection_errors as error:
-            failure = without_password(str(error), uri) or type(error).__name__
-        finally:
-            connection.release()
+        was_reached = self.reached
+        # kombu's failover form names the nodes of a cluster: the instance reaches its broker
+        # when one of them answers, each within an equal share of the deadline.
+        nodes = uri.split(FAILOVER_SEPARATOR)
+        for node in nodes:
+            failure = self._reach(node, config, BROKER_CHECK_DEADLINE / len(nodes))
+            if failure is None:
+                break
+        if failure is not None:
+            failure = without_password(failure, uri)
         reached = failure is None
         self.reached = reached
         instance.record_broker_check(reached, self.valid_for)
@@ -231,6 +225,27 @@ class BrokerCheck(DependencyProvider):
                         "broker %s: %s (%s)", masked_url(uri),
                         "connection lost" if was_reached else "not reached", failure)
         return reached
+
+
+    @staticmethod
+    def _reach(uri, config, deadline):
+        """None when a connection to ``uri`` opens within ``deadline`` seconds, else why not."""
+        connection = Connection(
+            uri,
+            ssl=config.get(AMQP_SSL_CONFIG_KEY),
+            login_method=config.get(LOGIN_METHOD_CONFIG_KEY),
+            connect_timeout=min(BROKER_CHECK_TIMEOUT, deadline),
+        )
+        try:
+            with eventlet.Timeout(deadline):
+                connection.ensure_connection(max_retries=0, reraise_as_library_errors=False)
+        except eventlet.Timeout:
+            return "no answer within %gs" % deadline
+        except connection.connection_errors as error:
+            return str(error) or type(error).__name__
+        finally:
+            connection.release()
+        return None
 
 
 class Monitor(DependencyProvider):

@@ -7,6 +7,7 @@ leaves any LOGGING configuration an operator wrote alone.
 """
 
 import logging
+import re
 import urllib.parse
 
 from services.settings import DEFAULT_LOG_LEVEL, LOG_LEVEL_KEY, setting
@@ -110,3 +111,31 @@ def masked_url(url):
     """`url` with the password of each URL of kombu's failover form masked (kombu's
     maybe_sanitize_url masks only the first)."""
     return without_password(url, url)
+
+
+# The password of any URL in a line: scheme://user:PASSWORD@ (up to the last "@" before the
+# next separator, as urllib splits a URL whose password holds an unquoted "@").
+URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s;]*:)[^\s;]*(?=@)")
+MASK = "**"
+
+
+class PasswordsMasked(logging.Filter):
+    """Masks the password of every URL in a record's message. nameko and kombu log the broker
+    URL they fail to reach with kombu's maybe_sanitize_url, which masks the first URL of a
+    failover list only: the others would print the cluster's password in clear."""
+
+    def filter(self, record):
+        text = record.getMessage()
+        if "://" in text:
+            masked = URL_PASSWORD.sub(r"\1" + MASK, text)
+            if masked != text:
+                record.msg, record.args = masked, None
+        return True
+
+
+def passwords_masked():
+    """Install PasswordsMasked on the root logger's handlers (once): every record of every
+    logger passes through them, whoever logs it."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, PasswordsMasked) for f in handler.filters):
+            handler.addFilter(PasswordsMasked())

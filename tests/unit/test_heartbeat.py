@@ -257,6 +257,28 @@ def test_a_broker_that_does_not_answer_is_cut_off(mock_container, caplog):
     assert "no answer within 0.1s" in caplog.text
 
 
+def test_a_failover_url_is_reached_through_any_of_its_nodes(mock_container, rabbit_config,
+                                                            closed_port, caplog):
+    """A cluster's first node down (refusing) or hanging: the instance still reaches its
+    broker through the next one, and /health must not say otherwise."""
+    with socket.socket() as silent:  # accepts the TCP connection, never speaks AMQP
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        uri = ";".join(["pyamqp://guest:%s@127.0.0.1:%d//" % (SECRET, closed_port),
+                        "pyamqp://guest:%s@127.0.0.1:%d//" % (SECRET, silent.getsockname()[1]),
+                        rabbit_config["AMQP_URI"]])
+        check = bound(BrokerCheck(), mock_container, {"AMQP_URI": uri})
+        with patch("services.dependencies.BROKER_CHECK_DEADLINE", 1.5):
+            assert check.check() is True
+        assert instance.broker_connected() is True
+        uri = ";".join(uri.split(";")[:2])  # no live node left
+        check = bound(BrokerCheck(), mock_container, {"AMQP_URI": uri})
+        with patch("services.dependencies.BROKER_CHECK_DEADLINE", 1.0), \
+                caplog.at_level(logging.DEBUG):
+            assert check.check() is False
+    assert SECRET not in caplog.text
+
+
 def test_a_disconnected_queue_consumer_means_no_broker_connection():
     consumer = object()
     instance.record_broker_check(True, 3600)

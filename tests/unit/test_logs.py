@@ -11,6 +11,7 @@ from services.logs import (
     MAX_LOGGED_CHARS,
     OnOneLine,
     masked_url,
+    passwords_masked,
     quoted,
     use_default_format,
     without_password,
@@ -125,3 +126,23 @@ def test_without_password(password):
 def test_masked_url_masks_every_node_of_a_failover_url():
     url = "pyamqp://u:first@n1:5672/vh;pyamqp://u:second@n2:5672/vh"
     assert masked_url(url) == "pyamqp://u:**@n1:5672/vh;pyamqp://u:**@n2:5672/vh"
+
+
+def test_every_password_of_a_failover_url_is_masked_whoever_logs_it(nameko_run_logging):
+    """nameko logs the failover URL it cannot reach with kombu's maybe_sanitize_url, which
+    masks the first URL's password only."""
+    from kombu.utils.url import maybe_sanitize_url
+
+    root = nameko_run_logging()
+    passwords_masked()
+    passwords_masked()  # once only
+    assert len(root.handlers[0].filters) == 1
+    url = ("pyamqp://cb:first-Secret@node1:5672/vh;pyamqp://cb:second-Secret@node2:5672/vh;"
+           "pyamqp://cb:p%40ss-Secret@node3/vh")
+    logging.getLogger("nameko.messaging").warning(
+        "Error connecting to broker at %s (%s).", maybe_sanitize_url(url), "ECONNREFUSED")
+    logging.getLogger("kombu.mixins").error("Connected to %s", url)
+    text = root.handlers[0].stream.getvalue()
+    assert "Secret" not in text
+    assert text.count("pyamqp://cb:**@node") == 6
+    assert "(ECONNREFUSED)." in text
