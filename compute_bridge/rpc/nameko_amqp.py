@@ -167,6 +167,10 @@ class RpcConnection:
             body, content_type=content_type, content_encoding=encoding,
             correlation_id=correlation_id, reply_to=self.reply_to,
             delivery_mode=REQUEST_DELIVERY_MODE, application_headers=self.headers,
+            # A request still waiting in the service's queue when its caller has given up is
+            # dropped by the broker: a slow or stopped service then finds no pile of requests
+            # nobody waits for, ahead of the ones somebody does.
+            expiration=str(max(int(self.deadline.remaining() * 1000), 1)),
         )
         try:
             self._publisher.basic_publish(

@@ -20,6 +20,7 @@ FROZEN_BATCH = 1000  # several chunks: each must not wait the timeout again
 # A batch that cannot all be published within its deadline, however fast the machine.
 PUBLISH_CUT_TIMEOUT = 0.2  # seconds
 PUBLISH_CUT_BATCH = 20_000
+EXPIRY_WAIT = 2.0  # seconds for the broker to drop a request whose deadline has passed
 # A queue that is always full and refuses what is published to it (a nack with confirms).
 REFUSING_QUEUE_ARGUMENTS = {"x-max-length": 0, "x-overflow": "reject-publish"}
 
@@ -80,6 +81,12 @@ class TestRpcLive(BaseCase):
                 with self.assertRaises(rpc.ServiceTimeout):
                     rpc.call(self.config, service, "method", 1, 2)
                 self.assertLess(time.monotonic() - started, LIVE_TIMEOUT + SLACK)
+                # the request expires with its deadline: no pile of unwanted requests
+                waited_until = time.monotonic() + EXPIRY_WAIT
+                while bound.queue_declare(passive=True).message_count and (
+                        time.monotonic() < waited_until):
+                    time.sleep(0.05)
+                self.assertEqual(bound.queue_declare(passive=True).message_count, 0)
             finally:
                 bound.delete()
         # the next call works on a fresh connection
