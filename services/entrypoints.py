@@ -26,7 +26,9 @@ nothing from being replicated.
 import errno
 import logging
 
+import amqp.exceptions
 import eventlet
+from kombu.exceptions import OperationalError
 from nameko.amqp.publish import Publisher
 from nameko.constants import (
     AMQP_SSL_CONFIG_KEY,
@@ -57,6 +59,9 @@ _logger = logging.getLogger(__name__)
 
 FALLBACK_PORT = 0  # the kernel picks a free port
 QUEUE_TYPE_ARGUMENT = "x-queue-type"
+# What a reply or an ack meets when the broker is gone: socket errors, py-amqp's connection
+# errors, kombu's OperationalError once its publish retries are spent.
+BROKER_CONNECTION_ERRORS = (OSError, amqp.exceptions.ConnectionError, OperationalError)
 
 
 def set_queue_type(queue, config):
@@ -156,8 +161,16 @@ class UnconfirmedRpcConsumer(RpcConsumer):
             ssl=config.get(AMQP_SSL_CONFIG_KEY),
             login_method=config.get(LOGIN_METHOD_CONFIG_KEY),
         )
-        result, exc_info = responder.send_response(result, exc_info)
-        self.queue_consumer.ack_message(message)
+        try:
+            result, exc_info = responder.send_response(result, exc_info)
+            self.queue_consumer.ack_message(message)
+        except BROKER_CONNECTION_ERRORS as error:
+            # nameko kills the whole container when a worker's reply cannot be sent. The
+            # request, unacknowledged, goes back to its queue with the lost connection and is
+            # delivered again once the broker is back; its caller retries or has timed out.
+            _logger.warning("%s: the reply could not be sent, the broker will deliver the "
+                            "request again (%s: %s)", self.container.service_name,
+                            type(error).__name__, error)
         return result, exc_info
 
 

@@ -17,10 +17,10 @@ import logging
 import os
 
 import eventlet
-from nameko.rpc import rpc
 
 import services.compute
 import services.notify
+from services.entrypoints import rpc  # the services' own @rpc: only the delay differs
 
 DELAY = float(os.environ.get("FAULTS_COMPUTE_DELAY", "0.1"))
 SLOW_DELAY = float(os.environ.get("FAULTS_SLOW_DELAY", "2"))

@@ -4,6 +4,7 @@ processes, without Odoo: where each failure comes from, how long it takes, what 
 No consumer, SIGKILL mid-batch and broker restarts are tested through Odoo (test_20, test_30),
 which exercises this same client; here are the cheap, Odoo-independent failures."""
 
+import threading
 import time
 
 import faults_harness as harness
@@ -11,6 +12,8 @@ import pytest
 
 TIMEOUT = 2.0
 SLACK = 1.0  # "within the timeout + 1 s"
+BUSY_DELAY = 0.5  # seconds per compute call: the workers are busy when the broker stops
+BUSY_CALLS = 40
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +81,28 @@ def test_service_that_never_existed_fails_at_once(bridge, one_service):
         assert time.monotonic() - started < 1.5, (url, service)
         assert isinstance(caught.value, bridge.ServiceUnavailable), repr(caught.value)
         assert_clean(broker, caught.value)
+
+
+def test_service_busy_when_the_broker_stops_lives_on(bridge, broker_up, fleet):
+    """The broker stops while the service's workers compute: their replies cannot be sent.
+    The service says so and lives on (nameko kills a container whose worker cannot reply),
+    and consumes again once the broker is back."""
+    fleet.stop_all()
+    service = fleet.start_slow(BUSY_DELAY)
+    try:
+        batch = threading.Thread(target=bridge.call_many, daemon=True, args=(
+            config(bridge, broker_up.uri(), timeout=60), "compute", "method",
+            [(i, 1) for i in range(BUSY_CALLS)]))
+        batch.start()
+        harness.wait_until(lambda: service.computed() >= 3, 30, interval=0.02,
+                           what="the workers busy")
+        broker_up.stop()
+        harness.wait_until(lambda: not service.alive or "the reply could not be sent"
+                           in service.log(), 60, what="a reply failing without the broker")
+        assert service.alive, service.log()[-3000:]
+        broker_up.node.start()
+        harness.wait_until(lambda: service.consuming(broker_up), 60, what="consuming again")
+        assert bridge.call(config(bridge, broker_up.uri()), "compute", "method", 2, 3) == 5
+        assert "Traceback" not in service.log()
+    finally:
+        fleet.stop(service)
