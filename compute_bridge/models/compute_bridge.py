@@ -23,6 +23,7 @@ from ..rpc.background import (
     dumps_arguments,
     parse_allowed_methods,
 )
+from .compute_bridge_call import RUNNER_CRONS
 
 _logger = logging.getLogger(__name__)
 
@@ -106,12 +107,14 @@ class ComputeBridge(models.AbstractModel):
     def _queue(self, vals_list):
         """Create the calls of ``vals_list`` and wake the runner when this transaction
         commits: the trigger row belongs to this transaction, so a rollback removes it with
-        the calls."""
-        calls = self.env["compute.bridge.call"].sudo().create(vals_list)
+        the calls. One runner job is woken (each wake-up costs a connection to PostgreSQL's
+        own database for its NOTIFY); the runner wakes the other ones while calls remain."""
+        call_model = self.env["compute.bridge.call"]
+        calls = call_model.sudo().create(vals_list)
         data = self.env.cr.precommit.data
         trigger = data.get(TRIGGER_KEY)
         if trigger is None or not trigger.exists():  # gone with a rolled-back savepoint
-            data[TRIGGER_KEY] = self.env["compute.bridge.call"]._wake_runners()
+            data[TRIGGER_KEY] = call_model._wake_runners(crons=RUNNER_CRONS[:1])
         return calls
 
     @api.model

@@ -193,10 +193,11 @@ class ComputeBridgeCall(models.Model):
             self._wake_runners()
 
     @api.model
-    def _wake_runners(self, at=None):
-        """Trigger every runner job (now, or ``at``); return the triggers."""
+    def _wake_runners(self, at=None, crons=RUNNER_CRONS):
+        """Trigger the runner jobs ``crons`` (XML ids; all by default) now, or ``at``; return
+        the triggers."""
         triggers = self.env["ir.cron.trigger"]
-        for xmlid in RUNNER_CRONS:
+        for xmlid in crons:
             cron = self.env.ref(xmlid, raise_if_not_found=False)
             if cron:
                 triggers |= cron.sudo()._trigger(at)
@@ -364,7 +365,8 @@ class ComputeBridgeCall(models.Model):
             existing = self.env[model].browse([call.res_id for call in calls]).exists()
             for call in calls:
                 if call.res_id in existing._ids:
-                    getattr(existing.browse(call.res_id), call.callback)(call)
+                    record = existing.browse(call.res_id).with_prefetch(existing._ids)
+                    getattr(record, call.callback)(call)
 
     def _run_callbacks_isolated(self):
         """:meth:`_run_callbacks`, where a callback that raises fails its own call only (its

@@ -153,6 +153,24 @@ class TestRunner(BackgroundCase):
         self.assertEqual(len(batch), 1)
         self.assertIn("3 background calls done", batch[0]["payload"]["message"])
 
+    def test_a_chunks_callbacks_read_their_records_together(self):
+        """The callbacks of a chunk read their records in one go: as many queries for 30
+        calls as for 5 (a runner stores hundreds at a time)."""
+        def queries_for(count):
+            operations = self.Operation.create(
+                [{"field_1": i, "field_2": 1} for i in range(count)])
+            operations.action_suma_queue()
+            call_ids = operations.bridge_call_id.ids
+            self.env.flush_all()
+            self.env.invalidate_all()  # nothing in the cache, as in a runner's transaction
+            calls = self.Call.sudo().browse(call_ids)
+            before = self.env.cr.sql_log_count
+            calls._run_callbacks()
+            self.env.flush_all()
+            return self.env.cr.sql_log_count - before
+
+        self.assertEqual(queries_for(30), queries_for(5))
+
     def test_a_user_gets_the_buttons_and_attempts(self):
         views = self.Operation.with_user(self.user).get_views([(False, "form"), (False, "list")])
         for view_type in ("form", "list"):
