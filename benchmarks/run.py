@@ -79,6 +79,7 @@ TARGET_QUEUE_CLICK = 1.2  # queue click / Odoo's no-op write, at most
 TARGET_DRAIN_RATIO = 0.8  # background drain rate / raw pipelined rate, at least
 DRAIN_TIMEOUT = 900  # seconds for the cron thread to drain the background calls
 DRAIN_POLL = 0.25  # seconds between two counts of the calls left
+ODOO_DEFAULT_CRON_THREADS = 2  # Odoo's max_cron_threads default: what a plain server runs
 QUEUE_CHUNK = 1000  # records created and queued per XML-RPC request
 TARGET_TELEMETRY_RATIO = 1.05  # a call with metrics and tracing / one without, at most
 RSS_TOLERANCE_KIB = 8 * 1024  # RSS may wobble this much (allocator arenas) without a leak
@@ -178,8 +179,8 @@ class BenchOdoo(OdooServer):
         self.amqp_uri = amqp_uri
 
     def start_with_cron(self):
-        """The same server with one cron thread: it runs the background calls."""
-        self.start("--max-cron-threads=1")
+        """The same server with Odoo's default cron threads: they run the background calls."""
+        self.start("--max-cron-threads=%d" % ODOO_DEFAULT_CRON_THREADS)
 
     def prepare(self, fresh=False):
         """Create the benchmark database (or update its modules), in a process of its own, so
@@ -618,16 +619,23 @@ def phase_drain(report, odoo, raw, ids, pending, results):
     """(6b) the server restarted with a cron thread drains the backlog queued in (6a):
     ``pending`` calls, the ``ids``' and those of the clicks measured in (6a)."""
     n = len(ids)
-    report.header("(6b) %d background calls drained by one cron thread vs %d raw pipelined "
-                  "call_async (services: 1 instance)" % (n, n))
+    report.header("(6b) %d background calls drained by the server's %d cron threads vs %d raw "
+                  "pipelined call_async (services: 1 instance)"
+                  % (n, ODOO_DEFAULT_CRON_THREADS, n))
     started = time.perf_counter()
     odoo.start_with_cron()
     answered = time.perf_counter()
     client = OdooClient(odoo.url)
     mine = [("res_model", "=", "compute.operation"), ("res_id", "in", ids)]
+    # The server wakes its runner a few seconds after it starts (the wake-ups of the queuing
+    # transactions came while no cron thread was running): the drain is timed from the first
+    # call taken to the last one done.
+    wait_until(lambda: open_calls(client, [("state", "=", "sent")]) or open_calls(client)
+               < pending, DRAIN_TIMEOUT, interval=DRAIN_POLL / 5, what="the first call taken")
+    first_taken = time.perf_counter()
     wait_until(lambda: open_calls(client) == 0, DRAIN_TIMEOUT, interval=DRAIN_POLL,
                what="the background calls drained")
-    drained = time.perf_counter() - answered
+    drained = time.perf_counter() - first_taken
     states = {state: client.execute(CALL_MODEL, "search_count", [*mine, ("state", "=", state)])
               for state in ("done", "failed", "cancelled")}
     sample = client.execute("compute.operation", "read", ids[-3:], fields=["field_1", "result",
@@ -637,8 +645,9 @@ def phase_drain(report, odoo, raw, ids, pending, results):
                                       for row in sample):
         raise SystemExit("the background calls did not all compute their sums: %r %r"
                          % (states, sample))
-    report.line("  server restarted with a cron thread: answered after %.1f s; every call done "
-                "%.2f s later" % (answered - started, drained))
+    report.line("  server restarted with its cron threads: answered after %.1f s; first call "
+                "taken %.1f s later; every call done %.2f s after "
+                "that" % (answered - started, first_taken - answered, drained))
 
     def pipelined():
         replies = [raw.compute.method.call_async(i, 0.25) for i in range(n)]
@@ -649,7 +658,7 @@ def phase_drain(report, odoo, raw, ids, pending, results):
     pipelined()
     raw_seconds = time.perf_counter() - raw_started
     drain_rate, raw_rate = pending / drained, n / raw_seconds
-    report.line("  background drain %8.0f calls/s  (%d in %.2f s, from the server answering; "
+    report.line("  background drain %8.0f calls/s  (%d in %.2f s, from the first call taken; "
                 "%d of them queued by the clicks of 6a)" % (drain_rate, pending, drained,
                                                             pending - n))
     report.line("  raw pipelined    %8.0f calls/s  (%d in %.2f s)" % (raw_rate, n, raw_seconds))

@@ -14,14 +14,18 @@ nothing.
 
 import json
 import logging
+import os
+import threading
 import time
 from datetime import timedelta
 
 import psycopg2.errors
 
-from odoo import api, fields, models
+from odoo import SUPERUSER_ID, api, fields, models, sql_db
 from odoo.exceptions import AccessError
-from odoo.tools import SQL
+from odoo.modules.registry import Registry
+from odoo.service import server as odoo_server
+from odoo.tools import SQL, config
 
 from ..rpc import BridgeError
 from ..rpc.background import (
@@ -63,6 +67,13 @@ RUNNER_CRONS = (RUNNER_CRON, "compute_bridge.ir_cron_compute_bridge_run_calls_2"
 # for a later time only when a cron thread next polls, up to a minute later.
 RETRY_WAIT_IN_RUNNER = 15.0  # seconds
 BUS_CALLS_ENDED = "compute_bridge.calls_ended"  # bus notification type, read by the JS service
+# A server that starts may find calls queued while no server ran, and calls a killed one left
+# sent: their wake-ups were sent while no cron thread listened, and a cron thread first looks
+# for work at its first poll, up to a minute after it starts. The runner is woken once the
+# server's cron threads listen (they start after the registries are loaded), and again when
+# the oldest lease of a dead server's calls ends (if that is within LEASE_WAKE_HORIZON).
+STARTUP_WAKE_DELAY = 5.0  # seconds
+LEASE_WAKE_HORIZON = 3600.0  # seconds
 
 
 class ComputeBridgeCall(models.Model):
@@ -158,6 +169,34 @@ class ComputeBridgeCall(models.Model):
         if not self.env.su and not self.env.user.has_group(MANAGER_GROUP):
             raise AccessError(self.env._(
                 "Only Compute Bridge managers can requeue or cancel background calls."))
+
+    # --- waking the runner when a server starts --------------------------------------------
+    def _register_hook(self):
+        super()._register_hook()
+        if config["stop_after_init"] or config["test_enable"] or not config["max_cron_threads"]:
+            return
+        server = odoo_server.server
+        prefork = isinstance(server, odoo_server.PreforkServer)
+        if prefork and os.getpid() != server.pid:
+            return  # a worker loading the registry: the master woke the runner at its start
+        _wake_later(self.env.cr.dbname, STARTUP_WAKE_DELAY, prefork)
+
+    @api.model
+    def _wake_for_waiting_calls(self):
+        """Wake the runner if calls are due; return in how many seconds the oldest lease of
+        the calls left ``sent`` ends (None: none)."""
+        lease = timedelta(seconds=self.env["compute.bridge"]._config().timeout + LEASE_GRACE)
+        due = self._count_due(lease)
+        if due:
+            _logger.info("compute.bridge.call: %d calls waiting as the server starts: "
+                         "runner woken", due)
+            self._wake_runners()
+        self.env.cr.execute(SQL(
+            "SELECT min(sent_at) FROM compute_bridge_call WHERE state = %s", SENT))
+        oldest = self.env.cr.fetchone()[0]
+        if oldest is None:
+            return None
+        return (oldest + lease - fields.Datetime.now()).total_seconds()
 
     # --- the runner (cron) ----------------------------------------------------------------
     @api.model
@@ -460,3 +499,27 @@ class ComputeBridgeCall(models.Model):
         _logger.info("compute.bridge.call: deleting %d calls ended over %d days ago",
                      len(old), days)
         old.unlink()
+
+
+def _wake_later(dbname, seconds, prefork_master):
+    timer = threading.Timer(seconds, _wake_runner_in_thread, args=(dbname, prefork_master))
+    timer.daemon = True  # never keeps a stopping server alive
+    timer.start()
+
+
+def _wake_runner_in_thread(dbname, prefork_master):
+    """In a thread of its own, after :data:`STARTUP_WAKE_DELAY`: see that constant."""
+    try:
+        with Registry(dbname).cursor() as cr:
+            env = api.Environment(cr, SUPERUSER_ID, {})
+            lease_ends_in = env["compute.bridge.call"]._wake_for_waiting_calls()
+    except psycopg2.Error as error:  # the database went away meanwhile: the cron's poll remains
+        _logger.warning("compute.bridge.call: could not wake the runner at start: %s", error)
+        return
+    finally:
+        if prefork_master:
+            # The master serves nothing; it empties its connection pool before forking
+            # workers, so that no connection is shared among them: leave it empty.
+            sql_db.close_db(dbname)
+    if lease_ends_in is not None and 0 < lease_ends_in <= LEASE_WAKE_HORIZON:
+        _wake_later(dbname, lease_ends_in + 1, prefork_master)

@@ -382,10 +382,12 @@ def test_kill_9_with_1000_in_flight(drainers, bridge, fleet, pg):
     computed_at_kill = service.computed()
     assert at_kill.get("done", 0) < 1000, at_kill
     started = time.monotonic()
-    drainers.only(drainers.prefork)
+    drainers.only(drainers.prefork)  # its log starts afresh
     wait_ops(pg, ops, timeout=DRAIN_TIMEOUT * 2)
     elapsed = time.monotonic() - started
     assert_right_once(pg, bridge, ops, pairs)
+    # woken once its cron workers listen, not at their first poll a minute later
+    assert "calls waiting as the server starts: runner woken" in drainers.prefork.log()
     resent = sql(pg, "SELECT count(*) FROM compute_bridge_call WHERE res_id = ANY(%s)"
                      " AND res_model = 'compute.operation' AND attempts > 1", (ops,))[0][0]
     assert resent >= 1 or not at_kill.get("sent"), "no in-flight call was sent again"
