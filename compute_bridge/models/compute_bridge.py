@@ -160,6 +160,13 @@ class ComputeBridge(models.AbstractModel):
             return self.env._(
                 "The service %(service)s is not running: the broker at %(broker)s has no queue "
                 "for it.", service=params["service"], broker=params["broker"])
+        if isinstance(error, rpc.RequestsNotAccepted):
+            return self.env._(
+                "No reply from %(service)s.%(method)s within %(timeout)s s: the broker at "
+                "%(broker)s did not accept the requests (is its queue without enough cluster "
+                "nodes?).",
+                service=params["service"], method=params["method"],
+                timeout="%g" % params["timeout"], broker=params["broker"])
         if isinstance(error, rpc.ServiceTimeout):
             return self.env._(
                 "No reply from %(service)s.%(method)s within %(timeout)s s (broker %(broker)s): "

@@ -27,6 +27,7 @@ from .errors import (
     InvalidBrokerUrl,
     InvalidOperands,
     RemoteFailure,
+    RequestsNotAccepted,
     ServiceTimeout,
     ServiceUnavailable,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "InvalidBrokerUrl",
     "InvalidOperands",
     "RemoteFailure",
+    "RequestsNotAccepted",
     "ServiceTimeout",
     "ServiceUnavailable",
     "call",

@@ -17,6 +17,7 @@ import time
 from .config import FAILOVER_SEPARATOR
 from .errors import (
     BrokerUnreachable,
+    RequestsNotAccepted,
     ServiceTimeout,
     ServiceUnavailable,
     broker_label,
@@ -208,17 +209,8 @@ def _send_and_collect(connection, config, service, method, requests, pending, ou
     except UnroutableRequest as error:
         raise ServiceUnavailable(service=service, broker=broker_label(config.broker_url)) from error
     except DeadlineExceeded:
-        timed_out = ServiceTimeout(service=service, method=method, timeout=config.timeout,
-                                   broker=broker_label(config.broker_url))
-        late = CallOutcome(None, timed_out, config.timeout * 1000.0)
-        for correlation_id, index in correlation_ids.items():
-            if correlation_id in connection.replies:
-                outcomes[index] = _outcome(connection, correlation_id, sent_at, service, method)
-        for index in pending:
-            if outcomes[index] is None:
-                outcomes[index] = late
-        _logger.warning("%s (%d of %d requests)", timed_out,
-                        sum(outcome is late for outcome in outcomes), len(requests))
+        _time_out_the_rest(connection, config, service, method, requests, pending, outcomes,
+                           correlation_ids, sent_at)
         return False
     except CONNECTION_ERRORS:  # after DeadlineExceeded, itself an OSError
         # The replies read before the connection died are good: keep them, resend the rest.
@@ -227,6 +219,29 @@ def _send_and_collect(connection, config, service, method, requests, pending, ou
                 outcomes[index] = _outcome(connection, correlation_id, sent_at, service, method)
         raise
     return True
+
+
+def _time_out_the_rest(connection, config, service, method, requests, pending, outcomes,
+                       correlation_ids, sent_at):
+    """At the deadline: keep the replies read, and give the requests of ``pending`` without
+    one a ``RequestsNotAccepted`` (the broker never confirmed them) or a ``ServiceTimeout``."""
+    params = dict(service=service, method=method, timeout=config.timeout,
+                  broker=broker_label(config.broker_url))
+    late = CallOutcome(None, ServiceTimeout(**params), config.timeout * 1000.0)
+    not_accepted = CallOutcome(None, RequestsNotAccepted(**params), late.duration_ms)
+    unconfirmed = connection.unconfirmed()
+    for correlation_id, index in correlation_ids.items():
+        if correlation_id in connection.replies:
+            outcomes[index] = _outcome(connection, correlation_id, sent_at, service, method)
+        elif correlation_id in unconfirmed:
+            outcomes[index] = not_accepted
+    for index in pending:
+        if outcomes[index] is None:
+            outcomes[index] = late
+    for kind in (late, not_accepted):
+        count = sum(outcome is kind for outcome in outcomes)
+        if count:
+            _logger.warning("%s (%d of %d requests)", kind.error, count, len(requests))
 
 
 def _outcome(connection, correlation_id, sent_at, service, method):

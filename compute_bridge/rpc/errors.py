@@ -7,6 +7,7 @@ Callers catch meaning, not library internals (amqp, kombu, nameko)::
     │   └── InvalidBrokerUrl     the URL itself cannot name an AMQP broker (scheme, port, vhost)
     ├── ServiceUnavailable       the broker answered but no queue is bound for the service
     ├── ServiceTimeout           requests were sent but no reply came before the deadline
+    │   └── RequestsNotAccepted  the broker never confirmed them (a queue without its quorum)
     ├── InvalidOperands          the service refused the operands (remote ``InvalidOperand``)
     └── RemoteFailure            the service raised anything else
 
@@ -24,20 +25,31 @@ busy or not consuming its queue.
 ['broker', 'method', 'service', 'timeout']
 """
 
-from .config import mask_url, scrub_password
+from .config import FAILOVER_SEPARATOR, mask_url, scrub_password
 
 REMOTE_INVALID_OPERAND = "InvalidOperand"  # exc_type the compute service raises (its contract)
 MAX_BROKER_LABEL = 200  # characters of a (masked) broker URL quoted in a message
 
 
 def broker_label(url):
-    """The broker URL as messages quote it: password masked, cut short if absurdly long.
+    """The broker URL as messages quote it: password masked, the nodes after the first of a
+    failover list by their address only (the whole list would fill the message), cut short if
+    absurdly long.
 
     >>> broker_label("pyamqp://u:secret@rabbit/" + "v" * 300)[-30:]
     'vvvvvvvvvvvvvvvvvvvvvvvvvvvvv…'
+    >>> broker_label("pyamqp://u:secret@rabbit1/vh;pyamqp://u:secret@rabbit2:5673/vh")
+    'pyamqp://u:***@rabbit1/vh, rabbit2:5673'
     """
-    masked = mask_url(url)
+    first, *others = url.split(FAILOVER_SEPARATOR)
+    masked = ", ".join([mask_url(first)] + [_node_address(other) for other in others])
     return masked if len(masked) <= MAX_BROKER_LABEL else masked[:MAX_BROKER_LABEL - 1] + "…"
+
+
+def _node_address(url):
+    """``host:port`` of one broker URL (what follows its credentials, up to the path)."""
+    address = url.strip().split("://", 1)[-1].rsplit("@", 1)[-1]
+    return address.split("/", 1)[0]
 
 
 class BridgeError(Exception):
@@ -93,6 +105,16 @@ class ServiceTimeout(BridgeError):
     MESSAGE = (
         "No reply from %(service)s.%(method)s within %(timeout)g s (broker %(broker)s): "
         "the service is busy or not consuming its queue."
+    )
+
+
+class RequestsNotAccepted(ServiceTimeout):
+    """No reply before the deadline, and the broker had not even confirmed taking the requests:
+    their queue could not accept them (a replicated queue that lost its quorum, say)."""
+
+    MESSAGE = (
+        "No reply from %(service)s.%(method)s within %(timeout)g s: the broker at %(broker)s "
+        "did not accept the requests (is its queue without enough cluster nodes?)."
     )
 
 

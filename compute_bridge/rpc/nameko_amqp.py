@@ -207,6 +207,10 @@ class RpcConnection:
             except TimeoutError as error:
                 raise DeadlineExceeded("no reply before the deadline") from error
 
+    def unconfirmed(self):
+        """The correlation ids of the requests the broker has neither confirmed nor refused."""
+        return set(self._unconfirmed.values())
+
     def pause_after_refusal(self, seconds):
         """Wait ``seconds`` (or raise :class:`DeadlineExceeded` when the deadline comes first),
         then publish on a new channel: a channel keeps sending to the queue leader it knew,

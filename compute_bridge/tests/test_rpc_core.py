@@ -90,6 +90,7 @@ class FakeConnection:
     NO_REPLY = "no reply"
     LOST = "lost with the connection"  # the request went out, the connection died before its reply
     REFUSED = "nacked by the broker"
+    NOT_ACCEPTED = "neither confirmed nor answered"  # a queue without its quorum
     created = []
 
     def __init__(self, key, deadline, behaviour):
@@ -113,7 +114,9 @@ class FakeConnection:
             if self.replies[cid] == self.REFUSED:
                 del self.replies[cid]
                 self.refused.add(cid)
-        missing = [cid for cid in correlation_ids if self.replies.get(cid) == self.NO_REPLY]
+        missing = [cid for cid in correlation_ids
+                   if self.replies.get(cid) in (self.NO_REPLY, self.NOT_ACCEPTED)]
+        self.not_accepted = {cid for cid in missing if self.replies[cid] == self.NOT_ACCEPTED}
         for cid in missing:
             del self.replies[cid]
         if missing:
@@ -122,6 +125,9 @@ class FakeConnection:
     def pop_reply(self, correlation_id):
         value, error = self.replies.pop(correlation_id)
         return value, error, time.monotonic()
+
+    def unconfirmed(self):
+        return getattr(self, "not_accepted", set())
 
     def pause_after_refusal(self, seconds):  # a pause of the mind: nothing sleeps
         if sum(self.pauses) + seconds >= self.deadline.remaining():
@@ -466,6 +472,20 @@ class TestClient(RpcCoreCase):
         self.assertLessEqual(sum(pauses), self.config.timeout)
         self.assertEqual(max(pauses), client.REFUSED_RETRY_MAX_PAUSE)
 
+    def test_requests_the_broker_never_confirmed_are_not_accepted(self):
+        """Past the deadline, a request the broker never confirmed (its queue lost its quorum)
+        says so, instead of blaming a busy service."""
+        self.behaviour = lambda connection, args: {
+            (0, 0): (0, None), (1, 1): FakeConnection.NO_REPLY}.get(
+                args, FakeConnection.NOT_ACCEPTED)
+        outcomes = rpc.call_many(self.config, "compute", "method", [(0, 0), (1, 1), (2, 2)])
+        self.assertEqual(outcomes[0].value, 0)
+        self.assertIs(type(outcomes[1].error), rpc.ServiceTimeout)
+        self.assertIsInstance(outcomes[2].error, rpc.RequestsNotAccepted)
+        self.assertIsInstance(outcomes[2].error, rpc.ServiceTimeout)  # retried alike
+        self.assertIn("did not accept the requests", str(outcomes[2].error))
+        self.assertNotIn(SECRET, str(outcomes[2].error))
+
     def test_unroutable_request_is_service_unavailable(self):
         def returned(connection, args):
             raise nameko_amqp.UnroutableRequest()
@@ -588,7 +608,8 @@ class TestBrokerUrls(BaseCase):
                 rpc.call(rpc.BridgeConfig(url, DEADLINE_TIMEOUT, False), "compute", "method", 1, 1)
         for text in [str(caught.exception), *logs.output]:
             self.assertNotIn(SECRET, text)
-        self.assertIn("guest:***@127.0.0.1:%d" % ports[1], str(caught.exception))
+        self.assertIn("guest:***@127.0.0.1:%d/vh, 127.0.0.1:%d" % tuple(ports),
+                      str(caught.exception))
 
     def test_urls_mean_what_they_mean_to_kombu(self):
         parse_broker_url = nameko_amqp.parse_broker_url
