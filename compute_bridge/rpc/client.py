@@ -185,6 +185,7 @@ def _send_and_collect(connection, config, service, method, requests, pending, ou
             chunk = pending[start:start + BATCH_CHUNK_SIZE]
             pause = REFUSED_RETRY_PAUSE
             while chunk:
+                connection.refused.difference_update(correlation_ids)  # sent again below
                 sent_at = time.monotonic()
                 correlation_ids = {}
                 for index in chunk:
@@ -195,7 +196,6 @@ def _send_and_collect(connection, config, service, method, requests, pending, ou
                 chunk = []
                 for correlation_id, index in correlation_ids.items():
                     if correlation_id in connection.refused:
-                        connection.refused.discard(correlation_id)
                         chunk.append(index)
                     else:
                         outcomes[index] = _outcome(connection, correlation_id, sent_at,
@@ -224,16 +224,17 @@ def _send_and_collect(connection, config, service, method, requests, pending, ou
 def _time_out_the_rest(connection, config, service, method, requests, pending, outcomes,
                        correlation_ids, sent_at):
     """At the deadline: keep the replies read, and give the requests of ``pending`` without
-    one a ``RequestsNotAccepted`` (the broker never confirmed them) or a ``ServiceTimeout``."""
+    one a ``RequestsNotAccepted`` (the broker refused them or never confirmed them) or a
+    ``ServiceTimeout``."""
     params = dict(service=service, method=method, timeout=config.timeout,
                   broker=broker_label(config.broker_url))
     late = CallOutcome(None, ServiceTimeout(**params), config.timeout * 1000.0)
     not_accepted = CallOutcome(None, RequestsNotAccepted(**params), late.duration_ms)
-    unconfirmed = connection.unconfirmed()
+    not_taken = connection.unconfirmed() | connection.refused
     for correlation_id, index in correlation_ids.items():
         if correlation_id in connection.replies:
             outcomes[index] = _outcome(connection, correlation_id, sent_at, service, method)
-        elif correlation_id in unconfirmed:
+        elif correlation_id in not_taken:
             outcomes[index] = not_accepted
     for index in pending:
         if outcomes[index] is None:

@@ -7,7 +7,8 @@ Callers catch meaning, not library internals (amqp, kombu, nameko)::
     │   └── InvalidBrokerUrl     the URL itself cannot name an AMQP broker (scheme, port, vhost)
     ├── ServiceUnavailable       the broker answered but no queue is bound for the service
     ├── ServiceTimeout           requests were sent but no reply came before the deadline
-    │   └── RequestsNotAccepted  the broker never confirmed them (a queue without its quorum)
+    │   └── RequestsNotAccepted  the broker refused them or never confirmed them (a queue
+    │                            without its quorum)
     ├── InvalidOperands          the service refused the operands (remote ``InvalidOperand``)
     └── RemoteFailure            the service raised anything else
 
@@ -109,8 +110,9 @@ class ServiceTimeout(BridgeError):
 
 
 class RequestsNotAccepted(ServiceTimeout):
-    """No reply before the deadline, and the broker had not even confirmed taking the requests:
-    their queue could not accept them (a replicated queue that lost its quorum, say)."""
+    """No reply before the deadline, and the broker had refused the requests, or not even
+    confirmed taking them: their queue could not accept them (a replicated queue that lost its
+    quorum, say)."""
 
     MESSAGE = (
         "No reply from %(service)s.%(method)s within %(timeout)g s: the broker at %(broker)s "

@@ -467,7 +467,7 @@ class TestClient(RpcCoreCase):
         self.config = rpc.BridgeConfig(self.config.broker_url, 10.0, False)
         outcomes = rpc.call_many(self.config, "compute", "method", [(0, 0), (1, 1)])
         self.assertEqual(outcomes[0].value, 0)
-        self.assertIsInstance(outcomes[1].error, rpc.ServiceTimeout)
+        self.assertIsInstance(outcomes[1].error, rpc.RequestsNotAccepted)
         pauses = FakeConnection.created[0].pauses
         self.assertLessEqual(sum(pauses), self.config.timeout)
         self.assertEqual(max(pauses), client.REFUSED_RETRY_MAX_PAUSE)

@@ -112,7 +112,7 @@ class TestRpcLive(BaseCase):
             try:
                 started = time.monotonic()
                 with mock.patch.object(nameko_amqp.RpcConnection, "pause_after_refusal",
-                                       counted), self.assertRaises(rpc.ServiceTimeout):
+                                       counted), self.assertRaises(rpc.RequestsNotAccepted):
                     rpc.call(self.config, service, "method", 1, 2)
                 self.assertLess(time.monotonic() - started, LIVE_TIMEOUT + SLACK)
             finally:
@@ -186,7 +186,6 @@ class TestRpcLive(BaseCase):
         replies (a broker node killed): those calls go again on a fresh connection; with
         ``resend=False`` those not answered yet (replies already in the socket's buffer are
         read) end with BrokerUnreachable and only the unsent calls go."""
-        from unittest import mock
 
         from ..rpc import nameko_amqp
 

@@ -346,3 +346,31 @@ def test_10000_calls_leave_no_queues_behind(all_nodes_up, services):
     assert not left, sorted(left)
     harness.measure("cluster: reply queues during 10,000 calls / left after",
                     "%d / %d" % (len(during - before), len(left)))
+
+
+MINORITY_RPC_TIMEOUT = 5  # seconds: a call into a queue without its quorum waits it out
+
+
+def test_minority_left_calls_fail_saying_the_broker_did_not_accept(odoo, all_nodes_up, services,
+                                                                  on_cluster):
+    """Two nodes of three killed: rpc-compute has lost its quorum and accepts nothing. A click
+    ends after the RPC timeout, saying that the broker did not accept the requests (never
+    confirmed), not that the service is busy; once a second node is back, clicks work."""
+    cluster = all_nodes_up
+    set_bridge_params(on_cluster, cluster.url((0, 1, 2)), MINORITY_RPC_TIMEOUT)
+    try:
+        for node in cluster.nodes[1:]:
+            node.kill()
+        [op] = create_operations(on_cluster, [(20, 22)])
+        click(odoo.xmlrpc(timeout=MINORITY_RPC_TIMEOUT * 4), [op])
+        [row] = read_operations(on_cluster, [op])
+        assert row["state"] == "failed", row
+        assert "did not accept the requests" in row["error_message"], row["error_message"]
+        assert cluster.password not in row["error_message"]
+        cluster.nodes[1].start()  # a quorum again: two of three
+        cluster.wait_members(2)
+        harness.wait_until(lambda: (click(on_cluster, [op]) or True)
+                           and read_operations(on_cluster, [op])[0]["state"] == "done",
+                           WAIT, interval=1, what="a click done with two nodes back")
+    finally:
+        set_bridge_params(on_cluster, cluster.url(), CLUSTER_RPC_TIMEOUT)
