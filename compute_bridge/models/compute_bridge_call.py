@@ -14,7 +14,6 @@ nothing.
 
 import json
 import logging
-import math
 import threading
 import time
 from datetime import timedelta
@@ -52,11 +51,12 @@ CHUNK_SIZE = 200
 # the rest would time out, be counted, and wait in its queue as stale requests ahead of the next
 # chunk, which then times out too. So each process sends a service.method at most what it has
 # seen that service answer within one deadline (times CHUNK_SAFETY, for the other runners and
-# servers sending to it as well), pauses it while the unanswered requests are still being worked
-# off, and grows the chunk back by CHUNK_GROWTH after each chunk answered in full.
+# servers sending to it as well), and pauses it while the unanswered requests are still being
+# worked off. A chunk answered in full sizes the next one by the rate it was answered at (at least
+# one more call), so the chunk grows back toward CHUNK_SIZE as fast as the service allows.
 CHUNK_SAFETY = 0.5
-CHUNK_GROWTH = 1.25
 MIN_CHUNK_SIZE = 1
+MIN_ELAPSED = 0.001  # seconds: a send's duration as measured is never taken as shorter
 # A call whose service is not running is tried again after this fraction of the time it has
 # waited since it was queued (at least REQUEUE_DELAY, at most NOT_RUNNING_MAX_DELAY seconds):
 # soon after a restart, without waking the runner every few seconds for a service that is gone.
@@ -310,7 +310,8 @@ class ComputeBridgeCall(models.Model):
         with _PACE_LOCK:
             size, resume_at = _PACE.get(key, (CHUNK_SIZE, now))
             if answered == sent:
-                size = min(CHUNK_SIZE, math.ceil(size * CHUNK_GROWTH))
+                rate = sent / max(elapsed, MIN_ELAPSED)
+                size = min(CHUNK_SIZE, max(size + 1, int(rate * timeout * CHUNK_SAFETY)))
             elif answered:
                 rate = answered / max(elapsed, timeout)
                 size = max(MIN_CHUNK_SIZE, int(rate * timeout * CHUNK_SAFETY))
