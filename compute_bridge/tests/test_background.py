@@ -441,8 +441,8 @@ class TestRunnerDefects(BackgroundCase):
         self.assertLessEqual(first_wait, background.REQUEUE_DELAY)
         # waiting for ten minutes now
         self.env.cr.execute("UPDATE compute_bridge_call SET queued_at = queued_at - "
-                            "interval '10 minutes', next_try = now() at time zone 'UTC'"
-                            " WHERE id = %s", [call.id])
+                            "interval '10 minutes', next_try = %s WHERE id = %s",
+                            [fields.Datetime.now() - timedelta(seconds=1), call.id])
         self.env.invalidate_all()
         self.run_runner()
         self.assertRecordValues(call, [{"state": "queued", "attempts": 0, "is_stuck": True}])
