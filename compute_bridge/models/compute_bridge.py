@@ -56,11 +56,13 @@ class ComputeBridge(models.AbstractModel):
                              **options)
 
     @api.model
+    @api.returns("compute.bridge.call", lambda call: call.id)  # RPC clients get the call's id
     def call_later(self, service, method, args=(), kwargs=None, record=None, callback=None,
                    batch=None):
         """Queue ``service.method(*args, **kwargs)``; it is sent once this transaction has
         committed (nothing is sent if it rolls back), by the runner cron, and retried as
-        Settings say. Return the ``compute.bridge.call`` record.
+        Settings say. Return the ``compute.bridge.call`` record (its id over XML-RPC and
+        JSON-RPC).
 
         ``record`` (a recordset of one, from Python only: remote callers cannot pass one) and
         ``callback`` (the name of one of its methods) are called with the call record once the
@@ -128,9 +130,13 @@ class ComputeBridge(models.AbstractModel):
                 "You may not call %(method)s: only members of the group %(group)s call "
                 "services directly.", method=name, group=group.full_name))
         if name not in self._allowed_methods():
-            raise UserError(self.env._(
-                "%(method)s is not in the Allowed Methods of the Compute Bridge settings: "
-                "an administrator may add it there.", method=name))
+            raise UserError(self._not_allowed_message(name))
+
+    @api.model
+    def _not_allowed_message(self, name):
+        return self.env._(
+            "%(method)s is not in the Allowed Methods of the Compute Bridge settings: "
+            "an administrator may add it there.", method=name)
 
     @api.model
     def _allowed_methods(self):

@@ -22,12 +22,12 @@ from datetime import timedelta
 import psycopg2.errors
 
 from odoo import SUPERUSER_ID, api, fields, models, sql_db
-from odoo.exceptions import AccessError
+from odoo.exceptions import AccessError, UserError
 from odoo.modules.registry import Registry
 from odoo.service import server as odoo_server
 from odoo.tools import SQL, config
 
-from ..rpc import BridgeError
+from ..rpc import BridgeError, ServiceTimeout
 from ..rpc.background import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_RETENTION_DAYS,
@@ -50,12 +50,31 @@ QUEUED, SENT, CALL_DONE, FAILED, CANCELLED = "queued", "sent", "done", "failed",
 # runs again at once while calls remain (ir.cron's progress API), so a long queue is drained in
 # chunks, each committed, that two Odoo servers share.
 CHUNK_SIZE = 200
+# A service slower than CHUNK_SIZE calls per RPC timeout cannot answer a whole chunk in time:
+# the rest would time out, be counted, and wait in its queue as stale requests ahead of the next
+# chunk, which then times out too. So each process sends a service.method at most what it has
+# seen that service answer within one deadline (times CHUNK_SAFETY, for the other runners and
+# servers sending to it as well), and pauses it while the unanswered requests are still being
+# worked off. A chunk answered in full sizes the next one by the rate it was answered at (at least
+# one more call), so the chunk grows back toward CHUNK_SIZE as fast as the service allows.
+CHUNK_SAFETY = 0.5
+MIN_CHUNK_SIZE = 1
+MIN_ELAPSED = 0.001  # seconds: a send's duration as measured is never taken as shorter
+# A call whose service is not running is tried again after this fraction of the time it has
+# waited since it was queued (at least REQUEUE_DELAY, at most NOT_RUNNING_MAX_DELAY seconds):
+# soon after a restart, without waking the runner every few seconds for a service that is gone.
+NOT_RUNNING_BACKOFF = 0.1
+NOT_RUNNING_MAX_DELAY = 60  # seconds
+# Keep Background Calls (days) above this is refused, and clamped when read: a date that far
+# back is the oldest datetime can go.
+MAX_RETENTION_DAYS = 36500
 # Seconds past the RPC timeout after which a ``sent`` call is taken as lost (its Odoo died
 # between the claim and the commit of the outcome) and is sent again.
 LEASE_GRACE = 30
 # Times a transaction that met a concurrent update (another server, a user's edit) is replayed.
 SERIALIZATION_RETRIES = 3
-# A queued call not sent this long after its next try, or a sent one past its lease, is stuck.
+# A queued call not sent this long after its next try, a sent one past its lease, or one tried
+# and still not delivered (its service not running) this long after it was queued, is stuck.
 STUCK_AFTER = timedelta(minutes=5)
 MANAGER_GROUP = "compute_bridge.group_compute_bridge_manager"
 RUNNER_CRON = "compute_bridge.ir_cron_compute_bridge_run_calls"
@@ -74,6 +93,11 @@ BUS_CALLS_ENDED = "compute_bridge.calls_ended"  # bus notification type, read by
 # the oldest lease of a dead server's calls ends (if that is within LEASE_WAKE_HORIZON).
 STARTUP_WAKE_DELAY = 5.0  # seconds
 LEASE_WAKE_HORIZON = 3600.0  # seconds
+
+# This process's pace per (database, service, method): chunk size and the time before which
+# nothing is sent to it (see CHUNK_SAFETY). Shared by the process's cron threads.
+_PACE = {}
+_PACE_LOCK = threading.Lock()
 
 
 class ComputeBridgeCall(models.Model):
@@ -96,6 +120,9 @@ class ComputeBridgeCall(models.Model):
     next_try = fields.Datetime(
         readonly=True, index=True, default=fields.Datetime.now,
         help="A queued call is not sent before this time.")
+    queued_at = fields.Datetime(
+        readonly=True, default=fields.Datetime.now,
+        help="When the call was queued, or requeued by hand.")
     sent_at = fields.Datetime(readonly=True)
     done_at = fields.Datetime(string="Ended At", readonly=True)
     duration = fields.Float(string="Duration (ms)", readonly=True, digits=(16, 1))
@@ -111,13 +138,15 @@ class ComputeBridgeCall(models.Model):
     batch_notified = fields.Boolean(readonly=True, copy=False, default=False)
     is_stuck = fields.Boolean(
         string="Stuck", compute="_compute_is_stuck", search="_search_is_stuck",
-        help="Queued and not sent long after its next try, or sent and never answered.")
+        help="Queued and not sent long after its next try, sent and never answered, or "
+        "waiting long for a service that is not running.")
 
     @api.depends("service", "method")
     def _compute_display_method(self):
         for call in self:
             call.display_method = "%s.%s" % (call.service, call.method)
 
+    @api.depends("state", "next_try", "sent_at", "queued_at", "error_message")
     def _compute_is_stuck(self):
         stuck = self.filtered_domain(self._stuck_domain())
         for call in self:
@@ -132,8 +161,10 @@ class ComputeBridgeCall(models.Model):
     @api.model
     def _stuck_domain(self):
         before = fields.Datetime.now() - STUCK_AFTER
-        return ["|", "&", ("state", "=", QUEUED), ("next_try", "<", before),
-                "&", ("state", "=", SENT), ("sent_at", "<", before)]
+        return ["|", "|", "&", ("state", "=", QUEUED), ("next_try", "<", before),
+                "&", ("state", "=", SENT), ("sent_at", "<", before),
+                "&", "&", ("state", "=", QUEUED), ("error_message", "!=", False),
+                ("queued_at", "<", before)]
 
     # --- what a callback reads ------------------------------------------------------------
     @property
@@ -144,23 +175,44 @@ class ComputeBridgeCall(models.Model):
 
     # --- buttons --------------------------------------------------------------------------
     def action_requeue(self):
-        """Send failed, cancelled or stuck calls again, as new: attempts start over."""
+        """Send failed, cancelled or stuck calls again, as new: attempts start over. A
+        cancelled call with a record is refused: cancelling released its record (an
+        operation back to draft, free to change or be queued again), which no longer waits
+        for it."""
         self._check_manager()
-        calls = self.filtered(lambda call: call.state in (FAILED, CANCELLED) or call.is_stuck)
-        calls.sudo().write({"state": QUEUED, "attempts": 0, "next_try": fields.Datetime.now(),
-                            "error_message": False, "batch_notified": False})
-        calls._run_callbacks()
-        if calls:
+        for call in self:
+            if call.state == CANCELLED and call.callback:
+                raise UserError(self.env._(
+                    "%(call)s was cancelled and its record %(model)s(%(id)s) no longer waits "
+                    "for it: queue the record again from the record itself.",
+                    call=call.display_name, model=call.res_model, id=call.res_id))
+            if call.state not in (FAILED, CANCELLED) and not call.is_stuck:
+                raise UserError(self.env._(
+                    "%(call)s is %(state)s: only failed, cancelled or stuck calls can be "
+                    "requeued.", call=call.display_name, state=call._state_label()))
+        now = fields.Datetime.now()
+        self.sudo().write({"state": QUEUED, "attempts": 0, "next_try": now, "queued_at": now,
+                           "error_message": False, "batch_notified": False})
+        self._run_callbacks()
+        if self:
             self._wake_runners()
         return True
 
     def action_cancel(self):
         """Stop queued, sent or failed calls; a result that arrives later is not stored."""
         self._check_manager()
-        calls = self.filtered(lambda call: call.state in (QUEUED, SENT, FAILED))
-        calls.sudo().write({"state": CANCELLED, "done_at": fields.Datetime.now()})
-        calls._run_callbacks()
+        for call in self:
+            if call.state not in (QUEUED, SENT, FAILED):
+                raise UserError(self.env._(
+                    "%(call)s is %(state)s: only queued, sent or failed calls can be "
+                    "cancelled.", call=call.display_name, state=call._state_label()))
+        self.sudo().write({"state": CANCELLED, "done_at": fields.Datetime.now()})
+        self._run_callbacks()
         return True
+
+    def _state_label(self):
+        self.ensure_one()
+        return dict(self._fields["state"]._description_selection(self.env))[self.state]
 
     def _check_manager(self):
         """Requeue and Cancel are the managers' (no one writes calls by hand: their state is
@@ -244,20 +296,70 @@ class ComputeBridgeCall(models.Model):
 
     @api.model
     def _seconds_to_next_try(self):
-        """Seconds until the soonest queued call is due (None: none queued)."""
+        """Seconds until the soonest queued call is due (None: none queued); a call of a
+        paused service.method is due at the end of the pause."""
         self.env.flush_all()
+        paused = self._paused()
         self.env.cr.execute(SQL(
-            "SELECT min(next_try) FROM compute_bridge_call WHERE state = %s", QUEUED))
-        soonest = self.env.cr.fetchone()[0]
-        if soonest is None:
+            "SELECT service || '.' || method, min(next_try) FROM compute_bridge_call"
+            " WHERE state = %s GROUP BY service, method", QUEUED))
+        due_at = [max(next_try, paused.get(name, next_try))
+                  for name, next_try in self.env.cr.fetchall()]
+        if not due_at:
             return None
-        return (soonest - fields.Datetime.now()).total_seconds()
+        return (min(due_at) - fields.Datetime.now()).total_seconds()
 
     @api.model
     def _due_domain_sql(self, lease):
         now = fields.Datetime.now()
-        return SQL("(state = %s AND next_try <= %s) OR (state = %s AND sent_at < %s)",
-                   QUEUED, now, SENT, now - lease)
+        return SQL("((state = %s AND next_try <= %s) OR (state = %s AND sent_at < %s))"
+                   " AND service || '.' || method <> ALL(%s::text[])",
+                   QUEUED, now, SENT, now - lease, list(self._paused()))
+
+    # --- the pace of each service.method (see CHUNK_SAFETY) -------------------------------
+    @api.model
+    def _pace_key(self, service, method):
+        return (self.env.cr.dbname, service, method)
+
+    @api.model
+    def _paused(self):
+        """{"service.method": end of its pause} for this database's paused ones."""
+        now = fields.Datetime.now()
+        with _PACE_LOCK:
+            return {"%s.%s" % (service, method): resume_at
+                    for (db, service, method), (_size, resume_at) in _PACE.items()
+                    if db == self.env.cr.dbname and resume_at > now}
+
+    @api.model
+    def _chunk_sizes(self):
+        """[(service, method, size)] of this database's service.methods sent in chunks
+        smaller than CHUNK_SIZE."""
+        with _PACE_LOCK:
+            return [(service, method, size)
+                    for (db, service, method), (size, _resume_at) in _PACE.items()
+                    if db == self.env.cr.dbname and size < CHUNK_SIZE]
+
+    @api.model
+    def _pace_after(self, service, method, sent, answered, elapsed, timeout):
+        """Adapt the pace of ``service.method`` to a send of ``sent`` calls of which
+        ``answered`` were answered in ``elapsed`` seconds, the others not before the
+        ``timeout``; return the end of its pause (None: not paused)."""
+        key = self._pace_key(service, method)
+        now = fields.Datetime.now()
+        with _PACE_LOCK:
+            size, resume_at = _PACE.get(key, (CHUNK_SIZE, now))
+            if answered == sent:
+                rate = sent / max(elapsed, MIN_ELAPSED)
+                size = min(CHUNK_SIZE, max(size + 1, int(rate * timeout * CHUNK_SAFETY)))
+            elif answered:
+                rate = answered / max(elapsed, timeout)
+                size = max(MIN_CHUNK_SIZE, int(rate * timeout * CHUNK_SAFETY))
+                # the unanswered requests are still in the service's queue, ahead of any new one
+                resume_at = now + timedelta(seconds=(sent - answered) / rate)
+            else:  # nothing answered: no rate to go by, the retries' backoff paces it
+                size = MIN_CHUNK_SIZE
+            _PACE[key] = (size, resume_at)
+        return resume_at if resume_at > now else None
 
     @api.model
     def _count_due(self, lease):
@@ -268,25 +370,58 @@ class ComputeBridgeCall(models.Model):
 
     @api.model
     def _claim(self, lease):
-        """Mark up to CHUNK_SIZE due calls ``sent`` (attempts + 1) and commit, so that no
-        other runner takes them; return ``[(id, attempts)]``. Rows another runner holds are
-        skipped, not waited for."""
+        """Mark up to CHUNK_SIZE due calls ``sent`` (attempts + 1), at most the chunk size
+        of each service.method, and commit, so that no other runner takes them; return
+        ``[(id, attempts)]``. Rows another runner holds are skipped, not waited for. A call
+        whose lease ran out after its last attempt is failed instead: whatever stopped its
+        runner each time (a crash, a hang) would stop it again."""
+        sizes = self._chunk_sizes()
+        now = fields.Datetime.now()
         query = SQL(
-            """UPDATE compute_bridge_call
+            """WITH locked AS (
+                    SELECT id, service, method, next_try FROM compute_bridge_call WHERE %(due)s
+                     ORDER BY next_try, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED),
+                ranked AS (
+                    SELECT id, service, method, row_number() OVER (
+                        PARTITION BY service, method ORDER BY next_try, id) AS rank
+                      FROM locked)
+               UPDATE compute_bridge_call
                   SET state = %(sent)s, attempts = attempts + 1, sent_at = %(now)s,
                       write_date = %(now)s
-                WHERE id IN (SELECT id FROM compute_bridge_call WHERE %(due)s
-                              ORDER BY next_try, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+                WHERE id IN (
+                    SELECT ranked.id FROM ranked
+                      LEFT JOIN unnest(%(services)s::text[], %(methods)s::text[],
+                                       %(sizes)s::int[]) AS pace(service, method, size)
+                        ON pace.service = ranked.service AND pace.method = ranked.method
+                     WHERE ranked.rank <= coalesce(pace.size, %(limit)s))
             RETURNING id, attempts""",
-            sent=SENT, now=fields.Datetime.now(), due=self._due_domain_sql(lease),
-            limit=CHUNK_SIZE)
+            sent=SENT, now=now, due=self._due_domain_sql(lease), limit=CHUNK_SIZE,
+            services=[size[0] for size in sizes], methods=[size[1] for size in sizes],
+            sizes=[size[2] for size in sizes])
+        lost = SQL(
+            """UPDATE compute_bridge_call
+                  SET state = %(failed)s, done_at = %(now)s, write_date = %(now)s,
+                      error_message = %(message)s
+                WHERE state = %(sent)s AND sent_at < %(expired)s AND attempts >= %(max)s
+            RETURNING id""",
+            failed=FAILED, now=now, sent=SENT, expired=now - lease,
+            max=self._max_attempts(), message=self.env._(
+                "No outcome was stored for any of its attempts: the server sending it stopped "
+                "or failed each time (see its log)."))
+
         def claim():
             self.env.flush_all()
+            self.env.cr.execute(lost, log_exceptions=False)
+            failed = self.browse([row[0] for row in self.env.cr.fetchall()])
             self.env.cr.execute(query, log_exceptions=False)
             rows = self.env.cr.fetchall()
             self.env.invalidate_all()
-            # the records show "sent" from the same commit as the calls
-            self.browse([row[0] for row in rows])._run_callbacks_isolated()
+            if failed:
+                _logger.warning("compute.bridge.call: %d calls failed after their last lease "
+                                "ran out", len(failed))
+                failed._notify_users()
+            # the records show "sent" (or failed) from the same commit as the calls
+            (failed | self.browse([row[0] for row in rows]))._run_callbacks_isolated()
             return rows
 
         return self._in_own_transaction(claim) or []
@@ -324,49 +459,103 @@ class ComputeBridgeCall(models.Model):
         (id, attempt, kind, vals to store, batch)."""
         calls = self.browse([row[0] for row in claimed]).with_prefetch()
         attempts = dict(claimed)
-        max_attempts = positive_int(
-            self.env["ir.config_parameter"].sudo().get_param(MAX_ATTEMPTS_PARAM),
-            DEFAULT_MAX_ATTEMPTS)
+        max_attempts = self._max_attempts()
+        allowed = self.env["compute.bridge"]._allowed_methods()
         groups = {}
         for call in calls:
             groups.setdefault((call.service, call.method), []).append(call.id)
         results = []
         for (service, method), ids in groups.items():
             group = calls.browse(ids)
+            if "%s.%s" % (service, method) not in allowed:
+                # taken off the allow-list since it was queued: refused the same every time
+                results.extend(call._error_result(
+                    attempts[call.id], max_attempts, FAIL,
+                    call._bridge()._not_allowed_message(call.display_method))
+                    for call in group)
+                continue
             try:
-                outcomes = self.env["compute.bridge"].sudo()._call_many(
-                    service, method,
-                    [json.loads(call.args_json) for call in group],
-                    [json.loads(call.kwargs_json or "{}") for call in group],
-                    require_consumer=True)
-            except BridgeError as error:
-                outcomes = [(None, error, 0.0)] * len(group)
+                outcomes, resume_at = group._send_group(config)
+            except Exception as error:  # noqa: BLE001 - logged, and counted on each call
+                # Stored as a counted attempt, so that a call that cannot be sent ends failed
+                # after max_attempts instead of being claimed again and again.
+                _logger.exception("compute.bridge.call: sending %s.%s failed", service, method)
+                results.extend(call._error_result(
+                    attempts[call.id], max_attempts, RETRY, call._bridge().env._(
+                        "The call could not be sent: %(error)s", error=error))
+                    for call in group)
+                continue
             for call, (value, error, duration_ms) in zip(group, outcomes, strict=True):
-                results.append(call._result(attempts[call.id], max_attempts, value, error,
-                                            duration_ms))
+                result = call._result(attempts[call.id], max_attempts, value, error,
+                                      duration_ms)
+                if resume_at and result["vals"]["state"] == QUEUED:
+                    result["vals"]["next_try"] = max(result["vals"]["next_try"], resume_at)
+                results.append(result)
         return results
+
+    def _send_group(self, config):
+        """Send the calls of ``self`` (one service.method) in one ``call_many`` and adapt the
+        pace of that service.method to how many it answered in time; return their outcomes
+        and the end of its pause (None: not paused), before which the unanswered ones are
+        not sent again."""
+        service, method = self[0].service, self[0].method
+        started = time.monotonic()
+        try:
+            outcomes = self.env["compute.bridge"].sudo()._call_many(
+                service, method,
+                [json.loads(call.args_json) for call in self],
+                [json.loads(call.kwargs_json or "{}") for call in self],
+                require_consumer=True)
+        except BridgeError as error:
+            return [(None, error, 0.0)] * len(self), None
+        answered = sum(not isinstance(error, ServiceTimeout) for _value, error, _ms in outcomes)
+        resume_at = self._pace_after(service, method, len(outcomes), answered,
+                                     time.monotonic() - started, config.timeout)
+        if resume_at:
+            _logger.info("compute.bridge.call: %s.%s answered %d of %d in time: next chunk "
+                         "%d, paused until %s", service, method, answered, len(outcomes),
+                         _PACE[self._pace_key(service, method)][0], resume_at)
+        return outcomes, resume_at
 
     def _result(self, attempt, max_attempts, value, error, duration_ms):
         self.ensure_one()
-        now = fields.Datetime.now()
         kind = outcome_kind(error)
-        vals = {"duration": duration_ms}
-        if kind == DONE:
-            vals.update(state=CALL_DONE, done_at=now, error_message=None,
-                        result_json=json.dumps(value))
-        else:
-            lang = self.user_id.lang or self.env.lang
-            vals["error_message"] = self.env["compute.bridge"].with_context(
-                lang=lang)._bridge_error_message(error)
-            if kind == FAIL or (kind == RETRY and attempt >= max_attempts):
-                vals.update(state=FAILED, done_at=now)
-            elif kind == RETRY:
-                vals.update(state=QUEUED, next_try=now + timedelta(seconds=retry_delay(attempt)))
-            else:  # REQUEUE: never delivered, so not counted
-                vals.update(state=QUEUED, attempts=attempt - 1,
-                            next_try=now + timedelta(seconds=REQUEUE_DELAY))
+        if kind != DONE:
+            return self._error_result(attempt, max_attempts, kind,
+                                      self._bridge()._bridge_error_message(error), duration_ms)
+        vals = {"duration": duration_ms, "state": CALL_DONE, "done_at": fields.Datetime.now(),
+                "error_message": None, "result_json": json.dumps(value)}
         return {"id": self.id, "attempt": attempt, "kind": kind, "vals": vals,
                 "batch": self.batch}
+
+    def _error_result(self, attempt, max_attempts, kind, message, duration_ms=0.0):
+        """The result of attempt ``attempt`` ended without a value: ``kind`` (FAIL, RETRY or
+        REQUEUE) and the ``message`` the user reads."""
+        self.ensure_one()
+        now = fields.Datetime.now()
+        vals = {"duration": duration_ms, "error_message": message}
+        if kind == FAIL or (kind == RETRY and attempt >= max_attempts):
+            vals.update(state=FAILED, done_at=now)
+        elif kind == RETRY:
+            vals.update(state=QUEUED, next_try=now + timedelta(seconds=retry_delay(attempt)))
+        else:  # REQUEUE: never delivered, so not counted; less often the longer it waits
+            waited = (now - (self.queued_at or self.create_date)).total_seconds()
+            delay = min(max(REQUEUE_DELAY, waited * NOT_RUNNING_BACKOFF), NOT_RUNNING_MAX_DELAY)
+            vals.update(state=QUEUED, attempts=attempt - 1,
+                        next_try=now + timedelta(seconds=delay))
+        return {"id": self.id, "attempt": attempt, "kind": kind, "vals": vals,
+                "batch": self.batch}
+
+    def _bridge(self):
+        """compute.bridge in the language of the user who queued the call (its messages)."""
+        self.ensure_one()
+        return self.env["compute.bridge"].with_context(lang=self.user_id.lang or self.env.lang)
+
+    @api.model
+    def _max_attempts(self):
+        return positive_int(
+            self.env["ir.config_parameter"].sudo().get_param(MAX_ATTEMPTS_PARAM),
+            DEFAULT_MAX_ATTEMPTS)
 
     @api.model
     def _store(self, results):
@@ -491,9 +680,9 @@ class ComputeBridgeCall(models.Model):
         """Delete ended calls older than the retention of Settings: done and cancelled ones,
         and failed ones too (a failure nobody requeued or cancelled in that time is dropped,
         so the table stays bounded)."""
-        days = positive_int(
+        days = min(positive_int(
             self.env["ir.config_parameter"].sudo().get_param(RETENTION_DAYS_PARAM),
-            DEFAULT_RETENTION_DAYS)
+            DEFAULT_RETENTION_DAYS), MAX_RETENTION_DAYS)
         old = self.search([("state", "in", (CALL_DONE, CANCELLED, FAILED)),
                            ("done_at", "<", fields.Datetime.now() - timedelta(days=days))])
         _logger.info("compute.bridge.call: deleting %d calls ended over %d days ago",

@@ -30,6 +30,7 @@ from ..rpc.config import (
     unmask_url,
 )
 from ..rpc.probe import probe_compute
+from .compute_bridge_call import MAX_RETENTION_DAYS
 
 
 class ResConfigSettings(models.TransientModel):
@@ -174,6 +175,9 @@ class ResConfigSettings(models.TransientModel):
                     settings.compute_bridge_call_retention_days < 1):
                 raise ValidationError(self.env._(
                     "Background Attempts and Keep Background Calls must be at least 1."))
+            if settings.compute_bridge_call_retention_days > MAX_RETENTION_DAYS:
+                raise ValidationError(self.env._(
+                    "Keep Background Calls: at most %(days)s days.", days=MAX_RETENTION_DAYS))
 
     @api.model
     def _compute_bridge_read_config(self, environ):

@@ -45,6 +45,9 @@ class BackgroundCase(ComputeBridgeCase):
         super().setUp()
         # calls another run left in the database (rolled back with the test)
         self.Call.sudo().search([]).unlink()
+        # this process's pace of each service.method, which another test may have changed
+        compute_bridge_call._PACE.clear()
+        self.addCleanup(compute_bridge_call._PACE.clear)
 
     def run_runner(self):
         """One run of the cron's action, as the cron (superuser) runs it."""
@@ -382,3 +385,146 @@ class TestRunner(BackgroundCase):
         self.Call.sudo()._cron_cleanup()
         self.assertFalse(old.exists())
         self.assertEqual((recent | pending).exists(), recent | pending)
+
+
+class TestRunnerDefects(BackgroundCase):
+    """What the runner and the buttons do with calls that cannot go as queued."""
+
+    def allow(self, names):
+        self.env["ir.config_parameter"].sudo().set_param(ALLOWED_METHODS_PARAM, names)
+
+    def test_a_method_taken_off_the_allow_list_fails_its_calls_only(self):
+        gone = "cb_gone_%s" % uuid.uuid4().hex[:8]
+        self.allow("compute.method %s.method" % gone)
+        operation = self.new_operation(1, 2)
+        operation.action_suma_queue()
+        refused = self.Bridge.sudo().call_later(gone, "method", args=(1, 2))
+        self.allow("compute.method")
+        self.run_runner()
+        self.assertRecordValues(refused, [{"state": "failed", "attempts": 1}])
+        self.assertIn("is not in the Allowed Methods", refused.error_message)
+        self.assertRecordValues(operation, [{"state": "done", "result": 3.0}])
+
+        again = self.new_operation(2, 2)
+        again.action_suma_queue()
+        self.allow(gone + ".method")  # compute.method itself taken off
+        self.run_runner()
+        self.assertRecordValues(again.bridge_call_id, [{"state": "failed", "attempts": 1}])
+        self.assertRecordValues(again, [{"state": "failed"}])
+        self.assertIn("compute.method is not in the Allowed Methods", again.error_message)
+
+    def test_an_unexpected_error_in_a_send_is_a_counted_attempt(self):
+        self.env["ir.config_parameter"].sudo().set_param(MAX_ATTEMPTS_PARAM, 2)
+        operation = self.new_operation(1, 2)
+        operation.action_suma_queue()
+        call = operation.bridge_call_id
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("unexpected in the send")
+
+        bridge = type(self.env["compute.bridge"])
+        with patch.object(bridge, "_call_many", broken), \
+                mute_logger("odoo.addons.compute_bridge.models.compute_bridge_call"):
+            self.run_runner()
+            self.assertRecordValues(call, [{"state": "queued", "attempts": 1}])
+            self.assertIn("unexpected in the send", call.error_message)
+            call.sudo().next_try = fields.Datetime.now()
+            self.run_runner()
+        self.assertRecordValues(call, [{"state": "failed", "attempts": 2}])
+        self.assertEqual(operation.state, "failed")
+
+    def test_a_lease_run_out_after_the_last_attempt_fails_the_call(self):
+        """Whatever keeps a runner from storing an outcome (it dies, it hangs) cannot keep a
+        call ``sent`` and claimed again without bound."""
+        self.env["ir.config_parameter"].sudo().set_param(MAX_ATTEMPTS_PARAM, 2)
+        operation = self.new_operation(1, 2)
+        operation.action_suma_queue()
+        call = operation.bridge_call_id
+        for attempt in (1, 2):
+            [(_id, sent)] = self.Call.sudo()._claim(timedelta(seconds=60))
+            self.assertEqual(sent, attempt)
+            call.sudo().sent_at = fields.Datetime.now() - timedelta(hours=1)
+        self.run_runner()
+        self.assertRecordValues(call, [{"state": "failed", "attempts": 2}])
+        self.assertIn("No outcome was stored", call.error_message)
+        self.assertEqual(operation.state, "failed")
+
+    def test_a_service_that_never_comes_up_is_stuck_and_backed_off(self):
+        ghost = "cb_ghost_%s" % uuid.uuid4().hex[:8]
+        self.allow("compute.method %s.method" % ghost)
+        call = self.Bridge.sudo().call_later(ghost, "method", args=(1, 2))
+        self.run_runner()
+        self.assertRecordValues(call, [{"state": "queued", "attempts": 0, "is_stuck": False}])
+        first_wait = (call.next_try - fields.Datetime.now()).total_seconds()
+        self.assertLessEqual(first_wait, background.REQUEUE_DELAY)
+        # waiting for ten minutes now
+        self.env.cr.execute("UPDATE compute_bridge_call SET queued_at = queued_at - "
+                            "interval '10 minutes', next_try = %s WHERE id = %s",
+                            [fields.Datetime.now() - timedelta(seconds=1), call.id])
+        self.env.invalidate_all()
+        self.run_runner()
+        self.assertRecordValues(call, [{"state": "queued", "attempts": 0, "is_stuck": True}])
+        wait = (call.next_try - fields.Datetime.now()).total_seconds()
+        self.assertGreater(wait, 10 * background.REQUEUE_DELAY)
+        self.assertLessEqual(wait, compute_bridge_call.NOT_RUNNING_MAX_DELAY)
+        self.assertEqual(self.Call.sudo().search([("is_stuck", "=", True)]), call)
+        call.with_user(self.manager).action_requeue()  # waits from now again
+        self.assertFalse(call.is_stuck)
+
+    def test_requeue_and_cancel_refuse_calls_they_do_not_apply_to(self):
+        operation = self.new_operation(1, 1)
+        operation.action_suma_queue()
+        call = operation.bridge_call_id
+        self.run_runner()
+        self.assertEqual(call.state, "done")
+        for action in (call.with_user(self.manager).action_requeue,
+                       call.with_user(self.manager).action_cancel):
+            with self.assertRaisesRegex(UserError, "is Done: only"):
+                action()
+        self.assertEqual(call.state, "done")
+
+        operation.write({"field_1": 2})
+        operation.action_suma_queue()
+        cancelled = operation.bridge_call_id
+        cancelled.with_user(self.manager).action_cancel()
+        with self.assertRaisesRegex(UserError, "no longer waits for it"):
+            cancelled.with_user(self.manager).action_requeue()
+        self.assertRecordValues(cancelled, [{"state": "cancelled"}])
+        self.assertRecordValues(operation, [{"state": "draft", "bridge_call_id": False}])
+
+        alone = self.queue(3, 3)
+        alone.with_user(self.manager).action_cancel()
+        alone.with_user(self.manager).action_requeue()  # no record: sent again
+        self.run_runner()
+        self.assertRecordValues(alone, [{"state": "done", "result_json": "6"}])
+
+    def test_cleanup_survives_an_out_of_range_retention(self):
+        call = self.queue(1, 1)
+        call.sudo().write({"state": "done", "done_at": fields.Datetime.now()})
+        self.env["ir.config_parameter"].sudo().set_param(
+            background.RETENTION_DAYS_PARAM, "2147483647")
+        self.Call.sudo()._cron_cleanup()
+        self.assertTrue(call.exists())
+        with self.assertRaisesRegex(ValidationError, "at most 36500 days"):
+            self.env["res.config.settings"].create(
+                {"compute_bridge_call_retention_days": 1000000}).execute()
+
+    def test_a_service_slower_than_a_chunk_gets_smaller_chunks(self):
+        """Of a chunk sent, the service answered 40 in the 4 s deadline: it is sent 20 at a
+        time (CHUNK_SAFETY), and nothing until the 60 unanswered have left its queue; a chunk
+        answered in full sizes the next one up."""
+        Call = self.Call.sudo()
+        resume_at = Call._pace_after("compute", "method", 100, 40, 4.0, 4.0)
+        self.assertAlmostEqual((resume_at - fields.Datetime.now()).total_seconds(), 6, delta=1)
+        self.assertEqual(Call._chunk_sizes(), [("compute", "method", 20)])
+        for value in range(25):
+            self.queue(value, 1)
+        self.run_runner()
+        self.assertEqual(Call.search_count([("state", "=", "done")]), 0)  # paused
+        key = Call._pace_key("compute", "method")
+        compute_bridge_call._PACE[key] = (20, fields.Datetime.now())  # the pause is over
+        self.run_runner()
+        self.assertEqual(Call.search_count([("state", "=", "done")]), 20)
+        self.assertGreater(compute_bridge_call._PACE[key][0], 20)  # answered in full: grows
+        self.run_runner()
+        self.assertEqual(Call.search_count([("state", "=", "done")]), 25)

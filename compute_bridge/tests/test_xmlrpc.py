@@ -57,3 +57,15 @@ class TestXmlRpc(HttpCase):
         [record] = self.execute("read", [operation_id], fields=["state", "error_message"])
         self.assertEqual(record["state"], "failed")
         self.assertIn("guest:***@127.0.0.1:1", record["error_message"])
+
+    def test_call_later_returns_the_call_id(self):
+        """An RPC client gets the id of the call it queued (a record cannot be marshalled:
+        the client would see a Fault for a call that is queued, and queue it again)."""
+        self.rpc_user.groups_id |= self.env.ref("compute_bridge.group_compute_bridge_any_service")
+        call_id = self.xmlrpc_object.execute_kw(
+            self.env.cr.dbname, self.rpc_user.id, PASSWORD,
+            "compute.bridge", "call_later", ["compute", "method", [1, 2]], {})
+        self.assertIsInstance(call_id, int)
+        call = self.env["compute.bridge.call"].browse(call_id)
+        self.assertRecordValues(call, [{"display_method": "compute.method",
+                                        "args_json": "[1,2]", "state": "queued"}])

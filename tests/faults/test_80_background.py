@@ -9,7 +9,9 @@ transaction that leaves an operation ``done`` and the process that ran it: "appl
 such transaction per operation, whatever the number of sends.
 """
 
+import collections
 import contextlib
+import json
 import statistics
 import threading
 import time
@@ -341,6 +343,40 @@ def test_transient_failure_retried_then_failed_then_requeued(drainers, bridge, f
         assert float(result) == a + b, result
         harness.measure("background: transient failure", "2 sends with backoff then failed in "
                         "%.1f s (%s); requeued: done, result %s" % (failed_in, error, result))
+    finally:
+        fleet.stop(slow)
+
+
+def test_slow_service_paced_to_its_answers(drainers, bridge, fleet, pg):
+    """slow.method answers 10 calls a second (1 s each, 10 service workers): 100 background
+    calls sent in one chunk would take 10 s, over three times the 3 s RPC timeout, and the
+    unanswered ones would wait behind stale requests when sent again. With 2 attempts only,
+    all 100 are done, none failed: the runner sends the service what it answered within one
+    deadline, and nothing while its queue still holds the unanswered requests."""
+    drainers.only(drainers.prefork)
+    slow = fleet.start_slow_service(1)
+    base = 80_900_000
+    where, like = "service = 'slow' AND args_json LIKE %s", ("[%d%%" % (base // 100_000),)
+    try:
+        bridge.call("ir.config_parameter", "set_param", "compute_bridge.allowed_methods",
+                    ALLOW_SLOW)
+        bridge.call("ir.config_parameter", "set_param", "compute_bridge.max_attempts", "2")
+        set_bridge_params(bridge, timeout=3)
+        [op] = create_operations(bridge, [(1, 1)])  # only for the action's context
+        pairs = [(base + i, 0.5) for i in range(100)]
+        run_action(bridge, call_later_action(bridge, pairs), [op])
+        harness.wait_until(
+            lambda: not set(call_states(pg, where, like)) & set(QUEUED_STATES), DRAIN_TIMEOUT,
+            interval=STATE_POLL, what="the 100 slow calls ended")
+        assert call_states(pg, where, like) == {"done": 100}, call_states(pg, where, like)
+        rows = sql(pg, "SELECT args_json, result_json, attempts FROM compute_bridge_call WHERE "
+                       + where, like)
+        wrong = [(args, result) for args, result, _attempts in rows
+                 if float(result) != sum(json.loads(args))]
+        assert not wrong, wrong[:5]
+        attempts = collections.Counter(attempts for _args, _result, attempts in rows)
+        harness.measure("background: slow service paced", "100 calls to a 10-a-second service "
+                        "with a 3 s timeout: all done, attempts %s" % dict(attempts))
     finally:
         fleet.stop(slow)
 
