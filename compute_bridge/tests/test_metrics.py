@@ -59,6 +59,19 @@ class TestMetricsEndpoint(HttpCase):
 
     def test_no_token_configured_answers_404(self):
         self.assertEqual(self.get("anything").status_code, 404)
+        # to every method: a 405 would tell that the route exists
+        for method in ("POST", "PUT", "DELETE"):
+            response = self.opener.request(method, self.base_url() + ROUTE, timeout=12)
+            self.assertEqual(response.status_code, 404, method)
+
+    def test_the_scheme_is_case_insensitive_and_other_methods_405(self):
+        os.environ[TOKEN_ENV_VAR] = TOKEN
+        for scheme in ("bearer", "BEARER", "Bearer"):
+            response = self.get(authorization="%s %s" % (scheme, TOKEN))
+            self.assertEqual(response.status_code, 200, scheme)
+        response = self.opener.post(self.base_url() + ROUTE, timeout=12,
+                                    headers={"Authorization": "Bearer %s" % TOKEN})
+        self.assertEqual(response.status_code, 405)
 
     def test_missing_or_wrong_token_is_403_and_empty(self):
         self.env["ir.config_parameter"].sudo().set_param(TOKEN_PARAM, TOKEN)
@@ -127,6 +140,23 @@ class TestCharts(HttpCase):
         for row in stats:
             self.assertLessEqual(row.duration_p50, row.duration_p99)
         self.assertGreaterEqual(max(stats.mapped("duration_p99")), durations[0])
+
+    def test_merged_rows_show_the_mean_of_all_their_operations(self):
+        # one slow failure and three quick successes: two rows (by state) of one day and service
+        service = "cb_stats_weighted"
+        durations = {"failed": [1000.0], "done": [100.0, 100.0, 100.0]}
+        for state, values in durations.items():
+            for duration in values:
+                self.env["compute.operation"].create({"field_1": 1, "field_2": 1}).write({
+                    "state": state, "duration": duration, "service": service,
+                    "computed_on": "2025-01-01 12:00:00"})
+        self.env.flush_all()
+        Stats = self.env["compute.operation.stats"]
+        [(average, p99)] = Stats._read_group([("service", "=", service)],
+                                             aggregates=["duration_avg:avg", "duration_p99:max"])
+        self.assertAlmostEqual(average, 325.0)  # not 550, the mean of the rows' means
+        self.assertAlmostEqual(p99, 1000.0)  # the largest, an upper bound
+        self.assertIn("upper bound", Stats._fields["duration_p99"].help)
 
     def test_instances_show_calls_per_minute_and_by_service(self):
         Instance = self.env["compute.service.instance"]
