@@ -5,15 +5,17 @@ import doctest
 import json
 import os
 import re
+import shutil
+import tempfile
 from unittest.mock import patch
 
 from freezegun import freeze_time
 
-from odoo.tests import HttpCase, tagged
+from odoo.tests import HttpCase, TransactionCase, tagged
 
 from .. import heartbeats, telemetry
 from ..controllers import metrics as metrics_controller
-from ..controllers.metrics import ROUTE, TOKEN_ENV_VAR, TOKEN_PARAM
+from ..controllers.metrics import ROUTE, TOKEN_ENV_VAR, TOKEN_FILE_ENV_VAR, TOKEN_PARAM
 from ..rpc import (
     BROKER_URL_ENV_VAR,
     BROKER_URL_PARAM,
@@ -38,6 +40,7 @@ class TestMetricsEndpoint(HttpCase):
         env_patch.start()
         self.addCleanup(env_patch.stop)
         os.environ.pop(TOKEN_ENV_VAR, None)
+        os.environ.pop(TOKEN_FILE_ENV_VAR, None)
         os.environ.pop(BROKER_URL_ENV_VAR, None)
         params = self.env["ir.config_parameter"].sudo()
         params.set_param(BROKER_URL_PARAM, BROKER_URL)
@@ -86,6 +89,15 @@ class TestMetricsEndpoint(HttpCase):
         self.assertEqual(self.get("from-database").status_code, 403)
         self.assertEqual(self.get(TOKEN).status_code, 200)
 
+    def test_the_token_may_come_from_a_file(self):
+        self.env["ir.config_parameter"].sudo().set_param(TOKEN_PARAM, "from-database")
+        with tempfile.NamedTemporaryFile("w", suffix=".token") as secret:
+            secret.write(TOKEN + "\n")
+            secret.flush()
+            os.environ[TOKEN_FILE_ENV_VAR] = secret.name
+            self.assertEqual(self.get("from-database").status_code, 403)
+            self.assertEqual(self.get(TOKEN).status_code, 200)
+
     def test_calls_move_the_counters_by_exactly_what_was_done(self):
         os.environ[TOKEN_ENV_VAR] = TOKEN
         before = self.scrape()
@@ -121,6 +133,31 @@ class TestMetricsEndpoint(HttpCase):
 
 
 @tagged("post_install", "-at_install")
+class TestMetricsDirectories(TransactionCase):
+    def test_only_the_dead_servers_of_this_namespace_lose_their_directory(self):
+        root = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, root)
+        # pid 1 runs here, started at another time: what another container's Odoo (pid 1 in its
+        # own PID namespace) looks like from this one
+        others = [os.path.join(root, "1-1000"), os.path.join(root, "other-host-1", "1-1000")]
+        for path in others:
+            os.makedirs(path)
+        with open("/proc/sys/kernel/pid_max") as handle:
+            no_such_pid = int(handle.read()) + 1
+        with patch.dict(os.environ), patch.object(telemetry, "metrics_root", return_value=root):
+            os.environ.pop(telemetry.MULTIPROC_ENV_VAR, None)
+            mine = telemetry.prepare_metrics_dir()
+            dead = os.path.join(os.path.dirname(mine), "%d-1" % no_such_pid)
+            os.makedirs(dead)
+            os.environ.pop(telemetry.MULTIPROC_ENV_VAR)  # the next start of this server
+            self.assertEqual(telemetry.prepare_metrics_dir(), mine)
+        for path in others:
+            self.assertTrue(os.path.isdir(path), path)
+        self.assertTrue(os.path.isdir(mine))
+        self.assertFalse(os.path.exists(dead))
+
+
+@tagged("post_install", "-at_install")
 class TestCharts(HttpCase):
     def test_statistics_have_the_service_and_percentiles(self):
         params = self.env["ir.config_parameter"].sudo()
@@ -147,7 +184,8 @@ class TestCharts(HttpCase):
         durations = {"failed": [1000.0], "done": [100.0, 100.0, 100.0]}
         for state, values in durations.items():
             for duration in values:
-                self.env["compute.operation"].create({"field_1": 1, "field_2": 1}).write({
+                operation = self.env["compute.operation"].create({"field_1": 1, "field_2": 1})
+                operation._write_bridge_fields({
                     "state": state, "duration": duration, "service": service,
                     "computed_on": "2025-01-01 12:00:00"})
         self.env.flush_all()
