@@ -2,13 +2,18 @@
 
 Metrics, prefork-safe: prometheus-client's multiprocess mode. Each Odoo process (threaded server,
 prefork worker, cron worker) writes its counters and histograms to memory-mapped files in one
-directory per server start, ``<data_dir>/compute_bridge_metrics/<server pid>-<start time>``; a
-scrape, served by whichever worker gets it, sums the files of every process, so the figures are
-those of the whole server, workers recycled since its start included. The directory is set
+directory per server start,
+``<data_dir>/compute_bridge_metrics/<host>-<pid namespace>/<server pid>-<start time>``; a scrape,
+served by whichever worker gets it, sums the files of every process, so the figures are those of
+the whole server, workers recycled since its start included. The directory is set
 (``PROMETHEUS_MULTIPROC_DIR``) before prometheus_client is first imported, which is why this
-module is imported first by the addon; directories of servers no longer running are removed.
-The gauges that describe the database (background backlog, service instances) are read from it
-at each scrape rather than kept by a process.
+module is imported first by the addon. A server removes only the directories of servers of its
+own host and PID namespace whose process is gone: a pid means nothing in another namespace (in
+containers sharing a data_dir every Odoo is pid 1), so the directories of other hosts and
+namespaces are left alone. Metrics never break a call: a metrics file that cannot be written
+(its directory removed by hand) is logged once and that call goes uncounted; a scrape recreates
+a missing directory. The gauges that describe the database (background backlog, service
+instances) are read from it at each scrape rather than kept by a process.
 
 Tracing: every HTTP request Odoo dispatches runs in a span (models/ir_http.py), continuing the
 request's W3C ``traceparent`` header if it has one; each call to a service is a child span whose
@@ -25,6 +30,7 @@ import logging
 import os
 import random
 import shutil
+import socket
 
 import psutil
 
@@ -39,7 +45,13 @@ TRACING_ENV_VAR = "COMPUTE_BRIDGE_TRACING"
 OFF_VALUES = frozenset({"0", "false", "no", "off"})
 MULTIPROC_ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own variable
 METRICS_DIR_NAME = "compute_bridge_metrics"
+# Linux: this process's PID namespace, whose inode number names it on this host.
+PID_NAMESPACE_PATH = "/proc/self/ns/pid"
 OTLP_ENDPOINT_ENV_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+# Seconds one export of spans may take, retries included (the SDK's default is 10): a collector
+# that accepts connections and never answers then delays a stop, which drains the spans left,
+# by a few seconds, within Docker's 10 s grace before SIGKILL.
+OTLP_EXPORT_TIMEOUT = 2
 TRACER_NAME = "compute_bridge"
 SERVICE_NAME = "odoo"  # OpenTelemetry's service.name of the spans Odoo exports
 
@@ -106,12 +118,24 @@ def metrics_root():
     return os.path.join(config["data_dir"], METRICS_DIR_NAME)
 
 
+def namespace_id():
+    """``<host name>-<PID namespace inode>``: where a pid means one process. The host name tells
+    machines sharing a data_dir apart, the namespace containers of one machine (they may share
+    a host name)."""
+    try:
+        namespace = os.stat(PID_NAMESPACE_PATH).st_ino
+    except OSError:  # not Linux: the host name alone
+        return socket.gethostname()
+    return "%s-%d" % (socket.gethostname(), namespace)
+
+
 def prepare_metrics_dir():
     """Set PROMETHEUS_MULTIPROC_DIR to this server start's directory (unless the operator set
-    it), created empty at the start, and remove the directories of servers that are gone."""
+    it), created empty at the start, and remove the directories of this namespace's servers
+    that are gone."""
     if os.environ.get(MULTIPROC_ENV_VAR):
         return os.environ[MULTIPROC_ENV_VAR]
-    root = metrics_root()
+    root = os.path.join(metrics_root(), namespace_id())
     tag = _process_tag(_server_pid()) or str(os.getpid())
     path = os.path.join(root, tag)
     os.makedirs(path, exist_ok=True)
@@ -123,12 +147,30 @@ def prepare_metrics_dir():
     return path
 
 
+def start_metrics():
+    """This process's Metrics, or None (metrics off, with a warning) when the directory cannot
+    be used, so that a wrong PROMETHEUS_MULTIPROC_DIR never keeps Odoo from loading."""
+    try:
+        prepare_metrics_dir()
+        return Metrics()
+    except OSError as error:
+        _logger.warning("compute_bridge metrics are off: their directory %s cannot be used (%s);"
+                        " set %s to an existing directory or leave it unset",
+                        os.environ.get(MULTIPROC_ENV_VAR), error, MULTIPROC_ENV_VAR)
+        return None
+
+
 def forget_dead_processes():
     """Drop the live gauges of processes that ended (recycled workers): their counters and
     histograms stay, since the server's totals include what they did."""
     from prometheus_client import multiprocess
 
     path = os.environ[MULTIPROC_ENV_VAR]
+    if not os.path.isdir(path):
+        # removed under the running server: the processes that start from now on count again
+        _logger.warning("compute_bridge metrics directory %s was removed; created again (the"
+                        " counts of the running processes are lost)", path)
+        os.makedirs(path, exist_ok=True)
     pids = set()
     for name in os.listdir(path):
         if name.startswith("gauge_live") and name.endswith(".db"):
@@ -206,7 +248,9 @@ def setup_tracing():
 
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME_KEY: SERVICE_NAME}))
     # BatchSpanProcessor restarts its export thread in a forked child (prefork workers).
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    provider.add_span_processor(BatchSpanProcessor(
+        OTLPSpanExporter(timeout=OTLP_EXPORT_TIMEOUT),
+        export_timeout_millis=OTLP_EXPORT_TIMEOUT * 1000))
     trace.set_tracer_provider(provider)
     return trace.get_tracer(TRACER_NAME)
 
@@ -283,11 +327,26 @@ def request_span(name, headers):
 
 
 class BridgeObserver(rpc_telemetry.CallObserver):
-    """Counts and traces each call of rpc.call_many (installed at import)."""
+    """Counts and traces each call of rpc.call_many (installed at import).
+
+    A metrics error never reaches the call: it is logged (a warning the first time in this
+    process, then at debug level) and that call goes uncounted."""
 
     def __init__(self, metrics, tracer):
         self.metrics = metrics
         self.tracer = tracer
+        self.metrics_failed = False
+
+    def _count(self, update, *args):
+        """update(*args); False when the metrics failed."""
+        try:
+            update(*args)
+        except Exception as error:  # noqa: BLE001 - metrics never break a call
+            log = _logger.debug if self.metrics_failed else _logger.warning
+            log("compute_bridge metrics failed, the call goes on uncounted: %r", error)
+            self.metrics_failed = True
+            return False
+        return True
 
     def call_started(self, service, method, count):
         span = None
@@ -297,9 +356,8 @@ class BridgeObserver(rpc_telemetry.CallObserver):
             span = self.tracer.start_span("%s.%s" % (service, method), kind=SpanKind.CLIENT,
                                           attributes={"rpc.service": service,
                                                       "rpc.method": method})
-        if self.metrics is not None:
-            self.metrics.in_use.inc()
-        return service, method, count, span
+        counted = self.metrics is not None and self._count(self.metrics.in_use.inc)
+        return service, method, count, span, counted
 
     def message_headers(self, started):
         span = started[3]
@@ -307,12 +365,16 @@ class BridgeObserver(rpc_telemetry.CallObserver):
             return None
         return {rpc_telemetry.TRACEPARENT_HEADER: traceparent(span.get_span_context())}
 
+    def _call_ended_metrics(self, service, method, outcomes, error):
+        self.metrics.record(service, method, outcomes, error)
+        self.metrics.in_use.dec()
+        self.metrics.set_idle(idle_connections())
+
     def call_ended(self, started, outcomes=None, error=None):
-        service, method, count, span = started
-        if self.metrics is not None:
-            self.metrics.record(service, method, outcomes or [None] * count, error)
-            self.metrics.in_use.dec()
-            self.metrics.set_idle(idle_connections())
+        service, method, count, span, counted = started
+        if counted:
+            self._count(self._call_ended_metrics, service, method, outcomes or [None] * count,
+                        error)
         if span is not None:
             if error is not None:
                 span.record_exception(error)
@@ -335,8 +397,7 @@ def setup():
     """Once per process, at the addon's import."""
     global _tracer, metrics
     if METRICS_ON:
-        prepare_metrics_dir()
-        metrics = Metrics()
+        metrics = start_metrics()
     if TRACING_ON:
         _tracer = setup_tracing()
         log_trace_ids()

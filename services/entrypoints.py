@@ -46,7 +46,7 @@ from nameko.timer import Timer
 from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import WebServer, parse_address
 
-from services import instance
+from services import instance, telemetry
 from services.settings import (
     DEFAULT_WEB_SERVER_ADDRESS,
     QUEUE_TYPE_CLASSIC,
@@ -143,7 +143,7 @@ class UnconfirmedResponder(Responder):
     publisher_cls = ReplyPublisher
 
 
-class UnconfirmedRpcConsumer(RpcConsumer):
+class UnconfirmedRpcConsumer(telemetry.RejectedRequestMetrics, RpcConsumer):
     queue_consumer = WatchedQueueConsumer()
 
     def setup(self):

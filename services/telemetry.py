@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import random
+import sys
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
@@ -26,6 +27,10 @@ METRICS_ENV_VAR = "COMPUTE_BRIDGE_METRICS"
 TRACING_ENV_VAR = "COMPUTE_BRIDGE_TRACING"
 OFF_VALUES = frozenset({"0", "false", "no", "off"})
 OTLP_ENDPOINT_ENV_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+# Seconds one export of spans may take, retries included (the SDK's default is 10): a collector
+# that accepts connections and never answers then delays a stop, which drains the spans left,
+# by a few seconds, within Docker's 10 s grace before SIGKILL.
+OTLP_EXPORT_TIMEOUT = 2
 TRACER_NAME = "compute_bridge.services"
 # OpenTelemetry's service.name of the spans a `nameko run` process exports
 OTEL_SERVICE_NAME = "nameko"
@@ -49,9 +54,12 @@ TRACING_ON = _enabled(TRACING_ENV_VAR)
 # The *_created series (when each label set first appeared) only double what a scrape carries.
 disable_created_metrics()
 
-CALLS = Counter("nameko_entrypoint_calls", "Workers run, by service and entrypoint.",
+CALLS = Counter("nameko_entrypoint_calls",
+                "Requests served, by service and entrypoint (those refused before a worker ran"
+                " included).",
                 ["service", "entrypoint"])
-ERRORS = Counter("nameko_entrypoint_errors", "Workers that raised, by exception type.",
+ERRORS = Counter("nameko_entrypoint_errors",
+                 "Workers that raised and requests refused before a worker ran, by exception type.",
                  ["service", "entrypoint", "exc_type"])
 DURATION = Histogram("nameko_entrypoint_duration_seconds",
                      "Time a worker took, from its setup to its result.",
@@ -61,6 +69,9 @@ MAX_WORKERS = Gauge("nameko_max_workers", "Size of each service's worker pool.",
 HEARTBEATS = Counter("nameko_heartbeats", "Heartbeats this process has sent.")
 
 TRACE_ID_BITS, SPAN_ID_BITS = 128, 64  # W3C Trace Context
+# The entrypoint label of a request for a method the service does not have: a fixed value, so
+# that callers cannot add label values at will.
+UNKNOWN_ENTRYPOINT = "(unknown)"
 
 _tracer = None
 
@@ -114,6 +125,27 @@ class TraceIds(logging.Formatter):
         return "%s trace_id=%s" % (text, trace_id) if trace_id else text
 
 
+class RejectedRequestMetrics:
+    """Mixed into nameko's RpcConsumer: counts the requests nameko answers with an error before
+    any worker runs (MethodNotFound, IncorrectSignature, MalformedRequest) as calls and errors by
+    exception type; EntrypointMetrics (services/dependencies.py) counts the workers."""
+
+    def handle_message(self, body, message):
+        # nameko's RpcConsumer.handle_message, counting the requests it rejects
+        provider = None
+        try:
+            provider = self.get_provider_for_method(message.delivery_info["routing_key"])
+            provider.handle_message(body, message)
+        except Exception:  # noqa: BLE001 - as nameko: the error is the caller's reply
+            exc_info = sys.exc_info()
+            if METRICS_ON:
+                service = self.container.service_name
+                entrypoint = provider.method_name if provider is not None else UNKNOWN_ENTRYPOINT
+                CALLS.labels(service, entrypoint).inc()
+                ERRORS.labels(service, entrypoint, exc_info[0].__name__).inc()
+            self.handle_result(message, None, exc_info)
+
+
 def setup():
     """Once per process, when the services are imported."""
     global _tracer
@@ -128,7 +160,9 @@ def setup():
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         provider = TracerProvider(resource=Resource.create({SERVICE_NAME: OTEL_SERVICE_NAME}))
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        provider.add_span_processor(BatchSpanProcessor(
+            OTLPSpanExporter(timeout=OTLP_EXPORT_TIMEOUT),
+            export_timeout_millis=OTLP_EXPORT_TIMEOUT * 1000))
         trace.set_tracer_provider(provider)
         _tracer = trace.get_tracer(TRACER_NAME)
     else:

@@ -5,15 +5,17 @@ import doctest
 import json
 import os
 import re
+import shutil
+import tempfile
 from unittest.mock import patch
 
 from freezegun import freeze_time
 
-from odoo.tests import HttpCase, tagged
+from odoo.tests import HttpCase, TransactionCase, tagged
 
 from .. import heartbeats, telemetry
 from ..controllers import metrics as metrics_controller
-from ..controllers.metrics import ROUTE, TOKEN_ENV_VAR, TOKEN_PARAM
+from ..controllers.metrics import ROUTE, TOKEN_ENV_VAR, TOKEN_FILE_ENV_VAR, TOKEN_PARAM
 from ..rpc import (
     BROKER_URL_ENV_VAR,
     BROKER_URL_PARAM,
@@ -38,6 +40,7 @@ class TestMetricsEndpoint(HttpCase):
         env_patch.start()
         self.addCleanup(env_patch.stop)
         os.environ.pop(TOKEN_ENV_VAR, None)
+        os.environ.pop(TOKEN_FILE_ENV_VAR, None)
         os.environ.pop(BROKER_URL_ENV_VAR, None)
         params = self.env["ir.config_parameter"].sudo()
         params.set_param(BROKER_URL_PARAM, BROKER_URL)
@@ -59,6 +62,19 @@ class TestMetricsEndpoint(HttpCase):
 
     def test_no_token_configured_answers_404(self):
         self.assertEqual(self.get("anything").status_code, 404)
+        # to every method: a 405 would tell that the route exists
+        for method in ("POST", "PUT", "DELETE"):
+            response = self.opener.request(method, self.base_url() + ROUTE, timeout=12)
+            self.assertEqual(response.status_code, 404, method)
+
+    def test_the_scheme_is_case_insensitive_and_other_methods_405(self):
+        os.environ[TOKEN_ENV_VAR] = TOKEN
+        for scheme in ("bearer", "BEARER", "Bearer"):
+            response = self.get(authorization="%s %s" % (scheme, TOKEN))
+            self.assertEqual(response.status_code, 200, scheme)
+        response = self.opener.post(self.base_url() + ROUTE, timeout=12,
+                                    headers={"Authorization": "Bearer %s" % TOKEN})
+        self.assertEqual(response.status_code, 405)
 
     def test_missing_or_wrong_token_is_403_and_empty(self):
         self.env["ir.config_parameter"].sudo().set_param(TOKEN_PARAM, TOKEN)
@@ -72,6 +88,15 @@ class TestMetricsEndpoint(HttpCase):
         os.environ[TOKEN_ENV_VAR] = TOKEN
         self.assertEqual(self.get("from-database").status_code, 403)
         self.assertEqual(self.get(TOKEN).status_code, 200)
+
+    def test_the_token_may_come_from_a_file(self):
+        self.env["ir.config_parameter"].sudo().set_param(TOKEN_PARAM, "from-database")
+        with tempfile.NamedTemporaryFile("w", suffix=".token") as secret:
+            secret.write(TOKEN + "\n")
+            secret.flush()
+            os.environ[TOKEN_FILE_ENV_VAR] = secret.name
+            self.assertEqual(self.get("from-database").status_code, 403)
+            self.assertEqual(self.get(TOKEN).status_code, 200)
 
     def test_calls_move_the_counters_by_exactly_what_was_done(self):
         os.environ[TOKEN_ENV_VAR] = TOKEN
@@ -108,6 +133,31 @@ class TestMetricsEndpoint(HttpCase):
 
 
 @tagged("post_install", "-at_install")
+class TestMetricsDirectories(TransactionCase):
+    def test_only_the_dead_servers_of_this_namespace_lose_their_directory(self):
+        root = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, root)
+        # pid 1 runs here, started at another time: what another container's Odoo (pid 1 in its
+        # own PID namespace) looks like from this one
+        others = [os.path.join(root, "1-1000"), os.path.join(root, "other-host-1", "1-1000")]
+        for path in others:
+            os.makedirs(path)
+        with open("/proc/sys/kernel/pid_max") as handle:
+            no_such_pid = int(handle.read()) + 1
+        with patch.dict(os.environ), patch.object(telemetry, "metrics_root", return_value=root):
+            os.environ.pop(telemetry.MULTIPROC_ENV_VAR, None)
+            mine = telemetry.prepare_metrics_dir()
+            dead = os.path.join(os.path.dirname(mine), "%d-1" % no_such_pid)
+            os.makedirs(dead)
+            os.environ.pop(telemetry.MULTIPROC_ENV_VAR)  # the next start of this server
+            self.assertEqual(telemetry.prepare_metrics_dir(), mine)
+        for path in others:
+            self.assertTrue(os.path.isdir(path), path)
+        self.assertTrue(os.path.isdir(mine))
+        self.assertFalse(os.path.exists(dead))
+
+
+@tagged("post_install", "-at_install")
 class TestCharts(HttpCase):
     def test_statistics_have_the_service_and_percentiles(self):
         params = self.env["ir.config_parameter"].sudo()
@@ -127,6 +177,24 @@ class TestCharts(HttpCase):
         for row in stats:
             self.assertLessEqual(row.duration_p50, row.duration_p99)
         self.assertGreaterEqual(max(stats.mapped("duration_p99")), durations[0])
+
+    def test_merged_rows_show_the_mean_of_all_their_operations(self):
+        # one slow failure and three quick successes: two rows (by state) of one day and service
+        service = "cb_stats_weighted"
+        durations = {"failed": [1000.0], "done": [100.0, 100.0, 100.0]}
+        for state, values in durations.items():
+            for duration in values:
+                operation = self.env["compute.operation"].create({"field_1": 1, "field_2": 1})
+                operation._write_bridge_fields({
+                    "state": state, "duration": duration, "service": service,
+                    "computed_on": "2025-01-01 12:00:00"})
+        self.env.flush_all()
+        Stats = self.env["compute.operation.stats"]
+        [(average, p99)] = Stats._read_group([("service", "=", service)],
+                                             aggregates=["duration_avg:avg", "duration_p99:max"])
+        self.assertAlmostEqual(average, 325.0)  # not 550, the mean of the rows' means
+        self.assertAlmostEqual(p99, 1000.0)  # the largest, an upper bound
+        self.assertIn("upper bound", Stats._fields["duration_p99"].help)
 
     def test_instances_show_calls_per_minute_and_by_service(self):
         Instance = self.env["compute.service.instance"]

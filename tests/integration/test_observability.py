@@ -4,13 +4,23 @@
 - one click (a JSON-RPC call_button with a W3C traceparent) gives one trace id in the log lines of
   Odoo, compute and notify, and spans of both sides reach the OTLP/HTTP collector;
 - the counters and histograms of both metrics endpoints move by exactly the calls made, Odoo's
-  summed over its workers; its endpoint refuses a scrape without the bearer token.
+  summed over its workers; its endpoint refuses a scrape without the bearer token;
+- a collector that accepts connections and never answers keeps no process from stopping within
+  Docker's grace;
+- metrics never break a call: with the metrics directory removed under a running server (another
+  server sharing the data_dir from another PID namespace once did that) or a wrong
+  PROMETHEUS_MULTIPROC_DIR, clicks still work and the endpoint still answers.
 """
 
 import collections
+import glob
 import http.server
+import os
 import re
 import secrets
+import shutil
+import socket
+import subprocess
 import threading
 import uuid
 
@@ -24,6 +34,9 @@ from tools.harness.odoo_server import OdooServer, write_odoo_conf
 WORKERS = 4
 CLICKS = 12  # spread over the workers by concurrent requests
 CLICK_THREADS = 4
+DOCKER_STOP_GRACE = 10  # seconds between `docker stop`'s SIGTERM and its SIGKILL
+RECYCLE_REQUESTS = 2  # --limit-request of the server whose metrics directory is removed
+RECYCLED_CLICKS = 6  # each click is 2 requests: every worker is replaced at least once
 HTTP_TIMEOUT = 60  # seconds, for any one request to Odoo
 WAIT_TIMEOUT = 30  # seconds, for a log line or exported spans
 TOKEN = secrets.token_hex(16)
@@ -100,18 +113,18 @@ def odoo_database(tmp_path_factory):
 
 @pytest.fixture
 def odoo(odoo_database, amqp_uri, collector):
-    """start(**env) -> an Odoo server with WORKERS workers on this test's broker vhost."""
+    """start(*args, **env) -> an Odoo server with WORKERS workers on this test's broker vhost."""
     src, conf, db, folder = odoo_database
     servers = []
 
-    def start(**env):
+    def start(*args, **env):
         port = free_port()
         server = OdooServer(src, conf, db, port, output=str(folder / ("odoo-%s.log" % port)),
                             env=dict({"COMPUTE_BRIDGE_BROKER_URL": amqp_uri,
                                       "COMPUTE_BRIDGE_METRICS_TOKEN": TOKEN}, **env),
                             data_dir=str(folder / "data"))
         server.start("--workers=%d" % WORKERS, "--http-port=%d" % port,
-                     "--gevent-port=%d" % free_port(), "--log-level=info")
+                     "--gevent-port=%d" % free_port(), "--log-level=info", *args)
         servers.append(server)
         return server
 
@@ -147,8 +160,8 @@ class Client:
             headers=headers)
 
 
-def scrape(url, token=None):
-    headers = {"Authorization": "Bearer %s" % token} if token else {}
+def scrape(url, token=None, scheme="Bearer"):
+    headers = {"Authorization": "%s %s" % (scheme, token)} if token else {}
     response = requests.get(url, headers=headers, timeout=HTTP_TIMEOUT)
     response.raise_for_status()
     values = {}
@@ -251,3 +264,77 @@ def test_metrics_move_by_exactly_the_calls_made(nameko_run, wait_for_compute, od
     with open(server.output) as handle:
         pids = {match.group(1) for match in map(ODOO_LOG_LINE.match, handle) if match}
     assert len(pids) > 1, "all the clicks were served by one worker: %s" % pids
+
+
+def test_a_removed_metrics_directory_breaks_no_call(nameko_run, wait_for_compute, odoo,
+                                                    odoo_database):
+    nameko_run()
+    wait_for_compute()
+    # workers recycled after every RECYCLE_REQUESTS requests: new processes open new files
+    server = odoo("--limit-request=%d" % RECYCLE_REQUESTS)
+    client = Client(server)
+    client.click_suma(1, 1)
+    metrics_root = os.path.join(odoo_database[3], "data", "compute_bridge_metrics")
+    assert glob.glob(os.path.join(metrics_root, "**", "*.db"), recursive=True)
+    shutil.rmtree(metrics_root)
+
+    for number in range(RECYCLED_CLICKS):
+        Client(server).click_suma(number, 1)
+    for _worker in range(WORKERS):
+        values = scrape(server.url + "/compute_bridge/metrics", TOKEN)
+        assert 'compute_bridge_service_instances{state="live"}' in values
+
+
+def test_a_wrong_multiproc_dir_turns_metrics_off_and_odoo_loads(nameko_run, wait_for_compute,
+                                                                odoo, tmp_path):
+    nameko_run()
+    wait_for_compute()
+    missing = str(tmp_path / "no-such-directory")
+    server = odoo(PROMETHEUS_MULTIPROC_DIR=missing)
+    Client(server).click_suma(20, 22)
+    response = requests.get(server.url + "/compute_bridge/metrics",
+                            headers={"Authorization": "Bearer %s" % TOKEN}, timeout=HTTP_TIMEOUT)
+    assert response.status_code == 404
+    with open(server.output) as handle:
+        log = handle.read()
+    assert "compute_bridge metrics are off: their directory %s cannot be used" % missing in log
+    assert "Traceback" not in log
+
+
+def test_a_silent_collector_keeps_the_services_from_stopping_in_no_time(nameko_run,
+                                                                      wait_for_compute):
+    # accepts connections (the kernel's backlog) and never reads nor answers
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        services = nameko_run(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:%d"
+                              % silent.getsockname()[1], OTEL_BSP_SCHEDULE_DELAY="100")
+        wait_for_compute()  # spans to export, sent 100 ms later: no answer comes
+        services.terminate()
+        try:
+            services.proc.wait(DOCKER_STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            pytest.fail("nameko run still running %ss after SIGTERM: Docker would kill it"
+                        % DOCKER_STOP_GRACE)
+
+
+def test_requests_refused_before_a_worker_runs_are_counted(nameko_run, wait_for_compute,
+                                                           amqp_uri):
+    from nameko.exceptions import IncorrectSignature, MethodNotFound
+    from nameko.standalone.rpc import ClusterRpcProxy
+
+    health_port = free_port()
+    nameko_run(WEB_SERVER_ADDRESS="127.0.0.1:%d" % health_port)
+    wait_for_compute()
+    url = "http://127.0.0.1:%d/metrics" % health_port
+    before = scrape(url)
+    with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=HTTP_TIMEOUT) as cluster:
+        with pytest.raises(IncorrectSignature):
+            cluster.compute.method(1)
+        with pytest.raises(MethodNotFound):
+            cluster.compute.nonexistent(1, 2)
+    after = scrape(url)
+    errors = 'nameko_entrypoint_errors_total{entrypoint="%s",exc_type="%s",service="compute"}'
+    assert delta(before, after, errors % ("method", "IncorrectSignature")) == 1
+    assert delta(before, after, errors % ("(unknown)", "MethodNotFound")) == 1
+    calls = 'nameko_entrypoint_calls_total{entrypoint="%s",service="compute"}'
+    assert delta(before, after, calls % "method") == 1
+    assert delta(before, after, calls % "(unknown)") == 1

@@ -33,6 +33,7 @@ SECRETS = {
     "ODOO_ADMIN_PASSWD": "test-odoo-master-password",
     "RABBITMQ_PASSWORD": "test-broker-password",
     "HEARTBEAT_SECRET": "test-heartbeat-secret",
+    "GRAFANA_ADMIN_PASSWORD": "test-grafana-admin-password",
 }
 # Read by the init step only, while Odoo's admin user still has the password "admin" (the
 # entrypoint refuses to install without it): not required by compose.

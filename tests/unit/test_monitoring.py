@@ -49,6 +49,21 @@ def test_the_dashboard_parses_and_names_only_exposed_metrics():
         assert names <= exposed, "%s names unknown metrics %s" % (expr, names - exposed)
 
 
+# Gauges every Odoo replica reads from the one database: summed over replicas they would count
+# each row once per replica.
+DATABASE_GAUGES = re.compile(r"\bcompute_bridge_(operations|service_instances|background_\w+)\b")
+
+
+def test_the_dashboard_takes_the_max_of_the_database_gauges():
+    with open(DASHBOARD) as handle:
+        exprs = [target["expr"] for panel in json.load(handle)["panels"]
+                 for target in panel["targets"]]
+    gauges = [expr for expr in exprs if DATABASE_GAUGES.search(expr)]
+    assert gauges
+    for expr in gauges:
+        assert expr.startswith("max"), expr
+
+
 def test_prometheus_scrapes_the_services_odoo_and_rabbitmq():
     with open(PROMETHEUS_CONF) as handle:
         jobs = {job["job_name"]: job for job in yaml.safe_load(handle)["scrape_configs"]}
@@ -56,6 +71,8 @@ def test_prometheus_scrapes_the_services_odoo_and_rabbitmq():
     assert jobs["services"]["dns_sd_configs"][0]["port"] == 8000  # the /health port
     assert jobs["odoo"]["metrics_path"] == "/compute_bridge/metrics"
     assert jobs["odoo"]["authorization"]["type"] == "Bearer"
+    # each replica of `--scale odoo=N`: its counters are its own processes' only
+    assert jobs["odoo"]["dns_sd_configs"][0] == {"names": ["odoo"], "type": "A", "port": 8069}
     assert jobs["rabbitmq"]["static_configs"][0]["targets"] == ["rabbitmq:15692"]
 
 
@@ -82,6 +99,11 @@ def test_monitoring_is_an_optional_profile(raw_compose, compose):
     command = " ".join(compose["services"]["prometheus"]["command"])
     assert token_file in command and "COMPUTE_BRIDGE_METRICS_TOKEN" in command
     assert "COMPUTE_BRIDGE_METRICS_TOKEN" in environment(compose["services"]["odoo"])
+
+
+def test_grafana_requires_an_admin_password(compose):
+    grafana = environment(compose["services"]["grafana"])
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"] == SECRETS["GRAFANA_ADMIN_PASSWORD"]
 
 
 def test_the_broker_enables_rabbitmq_prometheus(compose):
