@@ -228,6 +228,8 @@ class ComputeBridgeCall(models.Model):
         if config["stop_after_init"] or config["test_enable"] or not config["max_cron_threads"]:
             return
         server = odoo_server.server
+        if server is None:
+            return  # a shell or a script, not a server: no cron thread to wake
         prefork = isinstance(server, odoo_server.PreforkServer)
         if prefork and os.getpid() != server.pid:
             return  # a worker loading the registry: the master woke the runner at its start
@@ -699,7 +701,10 @@ def _wake_later(dbname, seconds, prefork_master):
 def _wake_runner_in_thread(dbname, prefork_master):
     """In a thread of its own, after :data:`STARTUP_WAKE_DELAY`: see that constant."""
     try:
-        with Registry(dbname).cursor() as cr:
+        registry = Registry(dbname)
+        if ComputeBridgeCall._name not in registry:
+            return  # the module was uninstalled meanwhile
+        with registry.cursor() as cr:
             env = api.Environment(cr, SUPERUSER_ID, {})
             lease_ends_in = env["compute.bridge.call"]._wake_for_waiting_calls()
     except psycopg2.Error as error:  # the database went away meanwhile: the cron's poll remains
