@@ -311,10 +311,9 @@ class RpcConnection:
             settled = self._unconfirmed.pop(delivery_tag, None)
             return [] if settled is None else [settled]
         settled = []
-        for tag in list(self._unconfirmed):  # publishing order: the oldest first
-            if tag > delivery_tag:
-                break
-            settled.append(self._unconfirmed.pop(tag))
+        # publishing order: the oldest first, so only the settled tags are looked at
+        while self._unconfirmed and next(iter(self._unconfirmed)) <= delivery_tag:
+            settled.append(self._unconfirmed.pop(next(iter(self._unconfirmed))))
         return settled
 
     def _on_return(self, exc, exchange, routing_key, message):
