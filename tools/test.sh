@@ -43,6 +43,11 @@ record() {  # record <layer> <exit code> <pytest log>
     line=$(grep -E '^=+ .*(passed|failed|skipped|error|no tests ran).* =+$' "$3" | tail -1 | tr -d '=' | sed 's/^ *//')
     [ -z "$line" ] && line="exit code $2"
     SUMMARY+=("$1: $line")
+    # The failures by name, so that the summary alone (all a CI log's tail may keep) says which.
+    local failure
+    while IFS= read -r failure; do
+        SUMMARY+=("    $failure")
+    done < <(grep -E '^(FAILED|ERROR) ' "$3" | cut -c1-200)
     # pytest's 5 means "no test collected": a layer that should have tests and has none is a failure.
     [ "$2" -ne 0 ] && FAILED=1
 }

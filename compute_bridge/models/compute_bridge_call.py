@@ -225,7 +225,12 @@ class ComputeBridgeCall(models.Model):
     # --- waking the runner when a server starts --------------------------------------------
     def _register_hook(self):
         super()._register_hook()
-        if config["stop_after_init"] or config["test_enable"] or not config["max_cron_threads"]:
+        if config["stop_after_init"] or not config["max_cron_threads"]:
+            return
+        if config["test_enable"] or getattr(threading.current_thread(), "testing", False):
+            # A test runner (pytest-odoo loads the registry without test_enable): the wake's
+            # thread would read system parameters in a transaction of its own and cache the
+            # committed values over those a running test has set.
             return
         server = odoo_server.server
         if server is None:

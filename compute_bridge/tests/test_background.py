@@ -5,14 +5,16 @@ faults layer runs it in real Odoo servers)."""
 import doctest
 import json
 import math
+import threading
 import uuid
 from datetime import timedelta
 from unittest.mock import patch
 
 from odoo import fields
 from odoo.exceptions import AccessError, UserError, ValidationError
+from odoo.service import server as odoo_server
 from odoo.tests import new_test_user
-from odoo.tools import mute_logger
+from odoo.tools import config, mute_logger
 
 from ..models import compute_bridge_call
 from ..models.compute_bridge_call import CHUNK_SIZE, ComputeBridgeCall
@@ -385,6 +387,28 @@ class TestRunner(BackgroundCase):
         self.Call.sudo()._cron_cleanup()
         self.assertFalse(old.exists())
         self.assertEqual((recent | pending).exists(), recent | pending)
+
+
+class TestWakeAtStart(BackgroundCase):
+    def register_hook_with_a_server(self):
+        """Run the registry hook as a server's start would, but not under test_enable (test
+        runners such as pytest-odoo load the registry without it); return the wakes planned."""
+        with patch.dict(config.options, test_enable=False, stop_after_init=False,
+                        max_cron_threads=2), \
+                patch.object(odoo_server, "server", object()), \
+                patch.object(compute_bridge_call, "_wake_later") as wake_later:
+            self.Call._register_hook()
+        return wake_later.call_args_list
+
+    def test_a_server_wakes_its_runner_at_start(self):
+        with patch.object(threading.current_thread(), "testing", False):
+            self.assertEqual(len(self.register_hook_with_a_server()), 1)
+
+    def test_no_wake_at_start_while_testing(self):
+        # The wake's thread reads system parameters in a transaction of its own: while a test
+        # runs, it would cache the committed values over the ones the test has set.
+        self.assertTrue(getattr(threading.current_thread(), "testing", False))
+        self.assertEqual(self.register_hook_with_a_server(), [])
 
 
 class TestRunnerDefects(BackgroundCase):
