@@ -42,6 +42,7 @@ from ..rpc.background import (
     positive_int,
     retry_delay,
 )
+from . import cron_notify
 
 _logger = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ RUNNER_CRON = "compute_bridge.ir_cron_compute_bridge_run_calls"
 # runs): two runner jobs let two servers, or two cron threads of one, send chunks at the same
 # time, the claim's SKIP LOCKED splitting the rows between them.
 RUNNER_CRONS = (RUNNER_CRON, "compute_bridge.ir_cron_compute_bridge_run_calls_2")
+NOTIFY_KEY = "compute_bridge.notify_cron_threads"  # postcommit data: the NOTIFY is planned
 # A retry due this soon is waited for in the runner's own cron thread: ir.cron acts on a trigger
 # for a later time only when a cron thread next polls, up to a minute later.
 RETRY_WAIT_IN_RUNNER = 15.0  # seconds
@@ -294,11 +296,21 @@ class ComputeBridgeCall(models.Model):
     def _wake_runners(self, at=None, crons=RUNNER_CRONS):
         """Trigger the runner jobs ``crons`` (XML ids; all by default) now, or ``at``; return
         the triggers."""
-        triggers = self.env["ir.cron.trigger"]
+        jobs = self.env["ir.cron"].sudo()
         for xmlid in crons:
-            cron = self.env.ref(xmlid, raise_if_not_found=False)
-            if cron:
-                triggers |= cron.sudo()._trigger(at)
+            jobs |= self.env.ref(xmlid, raise_if_not_found=False) or jobs
+        now = fields.Datetime.now()
+        if at is not None and at > now:
+            return self.env["ir.cron.trigger"].union(*(job._trigger(at) for job in jobs))
+        # What ir.cron._trigger() does for now, but its NOTIFY after the commit goes over this
+        # process's kept connection rather than a new one each time (see cron_notify).
+        triggers = self.env["ir.cron.trigger"].sudo().create(
+            [{"cron_id": job.id, "call_at": now} for job in jobs.filtered("active")])
+        postcommit = self.env.cr.postcommit
+        if triggers and not postcommit.data.get(NOTIFY_KEY):
+            postcommit.data[NOTIFY_KEY] = True
+            dbname = self.env.cr.dbname
+            postcommit.add(lambda: cron_notify.notify_cron_threads(dbname))
         return triggers
 
     @api.model

@@ -5,18 +5,22 @@ faults layer runs it in real Odoo servers)."""
 import doctest
 import json
 import math
+import os
+import select
 import threading
 import uuid
 from datetime import timedelta
 from unittest.mock import patch
 
-from odoo import fields
+import psycopg2
+
+from odoo import fields, sql_db
 from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.service import server as odoo_server
 from odoo.tests import new_test_user
 from odoo.tools import config, mute_logger
 
-from ..models import compute_bridge_call
+from ..models import compute_bridge_call, cron_notify
 from ..models.compute_bridge_call import CHUNK_SIZE, ComputeBridgeCall
 from ..rpc import RPC_TIMEOUT_PARAM, background
 from ..rpc.background import ALLOWED_METHODS_PARAM, MAX_ATTEMPTS_PARAM, retry_delay
@@ -387,6 +391,83 @@ class TestRunner(BackgroundCase):
         self.Call.sudo()._cron_cleanup()
         self.assertFalse(old.exists())
         self.assertEqual((recent | pending).exists(), recent | pending)
+
+
+class TestCronNotify(BackgroundCase):
+    """The NOTIFY that wakes Odoo's cron threads, over the kept connection of cron_notify."""
+
+    def listen(self):
+        """A connection LISTENing where Odoo's cron threads do."""
+        _dbname, connection_info = sql_db.connection_info_for(cron_notify.LISTEN_DATABASE)
+        listener = psycopg2.connect(**connection_info)
+        self.addCleanup(listener.close)
+        listener.autocommit = True
+        listener.cursor().execute("LISTEN %s" % cron_notify.CRON_CHANNEL)
+        return listener
+
+    def heard(self, listener, count):
+        """(backend pid, payload) of the next ``count`` notifications."""
+        while len(listener.notifies) < count:
+            self.assertTrue(select.select([listener], [], [], 10)[0], "no NOTIFY heard")
+            listener.poll()
+        heard = [(notify.pid, notify.payload) for notify in listener.notifies[:count]]
+        del listener.notifies[:count]
+        return heard
+
+    def test_wakes_go_over_one_kept_connection(self):
+        listener = self.listen()
+        cron_notify.notify_cron_threads("cb_first")
+        cron_notify.notify_cron_threads("cb_second")
+        (pid_1, first), (pid_2, second) = self.heard(listener, 2)
+        self.assertEqual((first, second), ("cb_first", "cb_second"))
+        self.assertEqual(pid_1, pid_2)
+
+    def test_a_connection_the_server_closed_is_made_again(self):
+        listener = self.listen()
+        cron_notify.notify_cron_threads("cb_before")
+        [(kept_pid, _payload)] = self.heard(listener, 1)
+        listener.cursor().execute("SELECT pg_terminate_backend(%s)", (kept_pid,))
+        cron_notify.notify_cron_threads("cb_after")
+        [(pid, payload)] = self.heard(listener, 1)
+        self.assertEqual(payload, "cb_after")
+        self.assertNotEqual(pid, kept_pid)
+
+    def test_a_forked_worker_notifies_over_its_own_connection(self):
+        listener = self.listen()
+        cron_notify.notify_cron_threads("cb_parent")
+        [(parent_pid, _payload)] = self.heard(listener, 1)
+        child = os.fork()
+        if child == 0:  # a prefork worker, forked from a master that has woken a runner
+            try:
+                cron_notify.notify_cron_threads("cb_child")
+            finally:
+                os._exit(0)
+        os.waitpid(child, 0)
+        cron_notify.notify_cron_threads("cb_parent")
+        heard = dict((payload, pid) for pid, payload in self.heard(listener, 2))
+        self.assertNotEqual(heard["cb_child"], parent_pid)
+        self.assertEqual(heard["cb_parent"], parent_pid)
+
+    def test_waking_the_runner_notifies_once_after_the_commit(self):
+        with patch.object(cron_notify, "notify_cron_threads") as notify, \
+                patch.object(type(self.env["ir.cron"]), "_notifydb") as odoo_notify:
+            before = self.triggers()
+            self.Call._wake_runners()
+            self.Call._wake_runners()
+            self.assertEqual(len(self.triggers() - before), 2)
+            notify.assert_not_called()
+            self.env.cr.postcommit.run()
+        notify.assert_called_once_with(self.env.cr.dbname)
+        odoo_notify.assert_not_called()
+
+    def test_a_later_wake_waits_for_the_cron_poll(self):
+        later = fields.Datetime.now() + timedelta(minutes=5)
+        with patch.object(cron_notify, "notify_cron_threads") as notify:
+            before = self.triggers()
+            self.Call._wake_runners(later)
+            self.env.cr.postcommit.run()
+        notify.assert_not_called()
+        self.assertEqual((self.triggers() - before).mapped("call_at"), [later])
 
 
 class TestWakeAtStart(BackgroundCase):
