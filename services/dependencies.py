@@ -381,7 +381,9 @@ class Tracing(DependencyProvider):
             context=telemetry.parent_context(
                 worker_ctx.context_data.get(telemetry.TRACEPARENT_KEY)))
         token = context.attach(set_span_in_context(span))
-        worker_ctx.context_data[telemetry.TRACEPARENT_KEY] = telemetry.traceparent_of(span)
+        # into worker_ctx.data: context_data is a copy made at each read, and data is what
+        # nameko passes on to the calls and events this worker makes
+        worker_ctx.data[telemetry.TRACEPARENT_KEY] = telemetry.traceparent_of(span)
         self.active[worker_ctx] = (span, token)
 
     def worker_result(self, worker_ctx, result=None, exc_info=None):

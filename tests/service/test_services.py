@@ -17,7 +17,7 @@ from nameko.standalone.rpc import ServiceRpcProxy
 from nameko.testing.services import entrypoint_hook, entrypoint_waiter
 from nameko.testing.utils import find_free_port
 
-from services import entrypoints
+from services import entrypoints, telemetry
 from services.compute import ComputeService
 from services.dependencies import SECRET_HEADER
 from services.health import HealthService
@@ -67,6 +67,49 @@ def test_compute_tells_notify(container_factory, config, caplog, notify_via):
             with entrypoint_hook(compute, "method") as method:
                 assert method(99999, 99999) == 199998
     assert "Operation completed 199998" in caplog.text
+
+
+class TraceIdsOfLines(logging.Handler):
+    """Each line logged, with the trace id current where it was logged (what the services' log
+    formatter appends)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append((record.name, record.getMessage(), telemetry.current_trace_id()))
+
+
+@pytest.mark.parametrize("notify_via", ["event", "rpc"])
+def test_a_call_without_a_trace_gets_one_for_compute_and_notify(container_factory, config,
+                                                                notify_via):
+    # a caller that sends no traceparent (nameko shell, another service): compute's worker
+    # starts the trace, and passes its own span on to notify
+    config["NOTIFY_VIA"] = notify_via
+    compute = container_factory(ComputeService, config)
+    notify = container_factory(NotifyService, config)
+    compute.start()
+    notify.start()
+    handler = TraceIdsOfLines()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level = root.level
+    root.setLevel(logging.DEBUG)
+    try:
+        notify_entrypoint = "on_operations_completed" if notify_via == "event" else "send"
+        with entrypoint_waiter(notify, notify_entrypoint, timeout=WAIT):
+            with ServiceRpcProxy("compute", config, timeout=WAIT) as compute_rpc:
+                assert compute_rpc.method(40, 2) == 42
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    [compute_trace] = {trace for name, message, trace in handler.lines
+                       if name == "services.compute" and message.endswith(" = 42")}
+    [notify_trace] = {trace for name, message, trace in handler.lines
+                      if name == "services.notify" and message == "Operation completed 42"}
+    assert compute_trace is not None
+    assert notify_trace == compute_trace
 
 
 def test_notifications_of_a_burst_are_logged_one_line_per_call(
