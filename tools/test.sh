@@ -65,7 +65,7 @@ layer_lint() {
 layer_services() {
     start_stack broker
     note "Nameko layers: unit, service, integration (pytest patched by tests/conftest.py, no Odoo)"
-    "$PY" -m pytest -p no:odoo -p no:cacheprovider \
+    "$PY" -m pytest -p no:odoo -p no:cacheprovider --durations=10 \
         --amqp-uri "$AMQP_URI" --rabbit-api-uri "$RABBIT_API_URI" \
         tests/unit tests/service tests/integration 2>&1 | tee "$RUN_DIR/pytest-services.log"
     record "services (unit, service, integration)" "${PIPESTATUS[0]}" "$RUN_DIR/pytest-services.log"
