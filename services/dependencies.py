@@ -405,7 +405,9 @@ class Tracing(DependencyProvider):
     def get_dependency(self, worker_ctx):
         @contextlib.contextmanager
         def message_span(position):
-            traceparents = worker_ctx.context_data.get(telemetry.TRACEPARENTS_KEY) or ()
+            traceparents = worker_ctx.context_data.get(telemetry.TRACEPARENTS_KEY)
+            if not isinstance(traceparents, (list, tuple)):  # an AMQP header: any value
+                traceparents = ()
             traceparent = traceparents[position] if position < len(traceparents) else ""
             tracer = telemetry.tracer()
             if tracer is None or not traceparent:

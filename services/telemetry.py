@@ -173,8 +173,14 @@ def setup():
 
 
 def parent_context(traceparent):
-    """The OpenTelemetry context a W3C `traceparent` names (None for none; junk is ignored)."""
-    if not traceparent:
+    """The OpenTelemetry context a W3C `traceparent` names (None for none; junk is ignored).
+
+    It comes from an AMQP header, which anyone who may publish can set to any value.
+
+    >>> parent_context(123) is None
+    True
+    """
+    if not traceparent or not isinstance(traceparent, str):
         return None
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 

@@ -13,6 +13,7 @@ import requests
 from eventlet import wsgi
 from nameko.events import event_handler
 from nameko.exceptions import RemoteError
+from nameko.standalone.events import event_dispatcher
 from nameko.standalone.rpc import ServiceRpcProxy
 from nameko.testing.services import entrypoint_hook, entrypoint_waiter
 from nameko.testing.utils import find_free_port
@@ -110,6 +111,30 @@ def test_a_call_without_a_trace_gets_one_for_compute_and_notify(container_factor
                       if name == "services.notify" and message == "Operation completed 42"}
     assert compute_trace is not None
     assert notify_trace == compute_trace
+
+
+@pytest.mark.parametrize("junk", [123, None, ["00-x"], {"a": 1}, "", "00-zz-zz-01"])
+def test_junk_trace_context_is_ignored_and_the_service_lives_on(container_factory, config,
+                                                                caplog, junk):
+    # anyone who may publish on the broker can put any AMQP value in these headers
+    compute = container_factory(ComputeService, config)
+    notify = container_factory(NotifyService, config)
+    compute.start()
+    notify.start()
+    with ServiceRpcProxy("compute", config, context_data={"traceparent": junk},
+                         timeout=WAIT) as compute_rpc:
+        assert compute_rpc.method(40, 2) == 42
+    with caplog.at_level(logging.DEBUG, logger="services.notify"):
+        with entrypoint_waiter(notify, "on_operations_completed", timeout=WAIT):
+            dispatch = event_dispatcher(config, headers={"nameko.traceparents": junk})
+            dispatch("compute", "operations_completed", ["Operation completed 7"])
+        with entrypoint_waiter(notify, "on_operations_completed", timeout=WAIT):
+            dispatch = event_dispatcher(config, headers={"nameko.traceparents": [junk, 5]})
+            dispatch("compute", "operations_completed", ["Operation completed 8"])
+    assert "Operation completed 7" in caplog.text
+    assert "Operation completed 8" in caplog.text
+    with ServiceRpcProxy("compute", config, timeout=WAIT) as compute_rpc:
+        assert compute_rpc.method(1, 2) == 3  # the containers are still running
 
 
 def test_notifications_of_a_burst_are_logged_one_line_per_call(
