@@ -194,6 +194,11 @@ class Metrics:
         self.failures = Counter(
             "compute_bridge_call_failures", "Failed requests, by kind of failure.",
             ["service", "method", "kind"])
+        self.not_sent = Counter(
+            "compute_bridge_calls_not_sent",
+            "Background requests held back, not sent: the service had no consumer (they stay"
+            " queued and are sent once it has one).",
+            ["service", "method"])
         self.duration = Histogram(
             "compute_bridge_call_duration_seconds",
             "Time from sending a request to reading its reply.",
@@ -369,6 +374,18 @@ class BridgeObserver(rpc_telemetry.CallObserver):
         self.metrics.record(service, method, outcomes, error)
         self.metrics.in_use.dec()
         self.metrics.set_idle(idle_connections())
+
+    def _call_not_sent_metrics(self, service, method, count):
+        self.metrics.not_sent.labels(service, method).inc(count)
+        self.metrics.in_use.dec()
+
+    def call_not_sent(self, started, error):
+        service, method, count, span, counted = started
+        if counted:
+            self._count(self._call_not_sent_metrics, service, method, count)
+        if span is not None:
+            span.set_attribute("compute_bridge.not_sent", str(error))
+            span.end()
 
     def call_ended(self, started, outcomes=None, error=None):
         service, method, count, span, counted = started

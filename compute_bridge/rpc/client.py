@@ -86,12 +86,18 @@ def call_many(config, service, method, args_list, kwargs_list=None, resend=True,
     outcomes = [None] * len(requests)
     observer = current_observer()
     if observer is None:
-        return _on_connection(config, deadline, service, method, requests, outcomes, resend,
-                              require_consumer=require_consumer)
+        try:
+            return _on_connection(config, deadline, service, method, requests, outcomes,
+                                  resend, require_consumer=require_consumer)
+        except _NoConsumer as error:
+            raise error.error from None
     observed = observer.call_started(service, method, len(requests))
     try:
         _on_connection(config, deadline, service, method, requests, outcomes, resend,
                        observer.message_headers(observed), require_consumer)
+    except _NoConsumer as error:
+        observer.call_not_sent(observed, error.error)
+        raise error.error from None
     except BaseException as error:
         observer.call_ended(observed, error=error)
         raise
@@ -137,10 +143,10 @@ def _on_connection(config, deadline, service, method, requests, outcomes, resend
         sent = set()
         try:
             if require_consumer and not item.resource.consumers(service):
-                raise ServiceUnavailable(service=service,
-                                         broker=broker_label(config.broker_url))
-            complete = _send_and_collect(item.resource, config, service, method, requests,
-                                         pending, outcomes, sent)
+                complete = None  # nothing sent, on a sound connection
+            else:
+                complete = _send_and_collect(item.resource, config, service, method,
+                                             requests, pending, outcomes, sent)
         except CONNECTION_ERRORS as error:
             _POOL.discard(item)
             lost = [index for index in pending if outcomes[index] is None and index in sent]
@@ -162,12 +168,23 @@ def _on_connection(config, deadline, service, method, requests, outcomes, resend
         except BaseException:
             _POOL.discard(item)
             raise
+        if complete is None:
+            _POOL.release(item)
+            raise _NoConsumer(ServiceUnavailable(service=service, broker=broker))
         if complete:
             _POOL.release(item)
         else:  # stopped by the deadline, maybe mid-frame; late replies would come next
             _POOL.discard(item)
         return outcomes
     raise AssertionError("unreachable: the loop returns")  # pragma: no cover
+
+
+class _NoConsumer(Exception):  # noqa: N818 - not an error of the call: nothing was sent
+    """Raised inside this module for ``require_consumer``; ``error`` is what the caller gets."""
+
+    def __init__(self, error):
+        super().__init__(error)
+        self.error = error
 
 
 def _send_and_collect(connection, config, service, method, requests, pending, outcomes, sent):

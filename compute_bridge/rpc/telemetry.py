@@ -31,6 +31,10 @@ class CallObserver:
         """The batch ended: one :class:`.client.CallOutcome` each, or ``error`` (a
         ``BridgeError`` or any exception) for the whole batch."""
 
+    def call_not_sent(self, started, error):
+        """The batch ended without a request sent: ``require_consumer`` found no consumer
+        (``error``, a ServiceUnavailable); its caller sends it again later."""
+
 
 _observer = None
 

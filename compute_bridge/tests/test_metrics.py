@@ -22,6 +22,7 @@ from ..rpc import (
     RPC_TIMEOUT_PARAM,
     ServiceUnavailable,
     call,
+    call_many,
 )
 from .common import BROKER_URL, TEST_RPC_TIMEOUT
 
@@ -115,6 +116,27 @@ class TestMetricsEndpoint(HttpCase):
         self.assertEqual(after['compute_bridge_pool_connections{state="in_use"}'], 0)
         if "compute.bridge.call" in self.env:  # background calls (issue 12) installed
             self.assertIn("compute_bridge_background_oldest_queued_seconds", after)
+
+    def test_background_requests_held_back_are_not_calls(self):
+        # what the runner does each time it finds a service without a consumer: the calls
+        # stay queued, so they are no failed calls (an alert on those would fire for nothing)
+        os.environ[TOKEN_ENV_VAR] = TOKEN
+        not_sent = ('compute_bridge_calls_not_sent_total{method="method",'
+                    'service="cb_no_such_service"}')
+        failed = ('compute_bridge_calls_total{method="method",outcome="failed",'
+                  'service="cb_no_such_service"}')
+        before = self.scrape()
+        config = self.env["compute.bridge"]._config()
+        for _poll in range(3):
+            with self.assertRaises(ServiceUnavailable):
+                call_many(config, "cb_no_such_service", "method", [(1, 2), (3, 4)],
+                          require_consumer=True)
+        after = self.scrape()
+        self.assertEqual(after[not_sent] - before.get(not_sent, 0), 6)
+        self.assertEqual(after.get(failed, 0) - before.get(failed, 0), 0)
+        self.assertEqual(after.get(FAILURES_UNAVAILABLE, 0),
+                         before.get(FAILURES_UNAVAILABLE, 0))
+        self.assertEqual(after['compute_bridge_pool_connections{state="in_use"}'], 0)
 
     def test_doctests(self):
         for module in (telemetry, metrics_controller):
