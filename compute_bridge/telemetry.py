@@ -437,31 +437,38 @@ def database_families(env):
         instances.add_metric([state], model.search_count([("state", "=", state)]))
     families.append(instances)
 
+    # every state, with 0 for those without a row: a missing series is a gap in a chart
     operations = GaugeMetricFamily(
         "compute_bridge_operations", "Compute operations by state.", labels=["state"])
-    env.cr.execute("SELECT state, count(*) FROM compute_operation GROUP BY state")
-    for state, count in env.cr.fetchall():
-        operations.add_metric([state], count)
+    _add_counts_by_state(env, operations, "compute.operation")
     families.append(operations)
 
-    # Background calls exist once issue 12's model is installed.
-    if "compute.bridge.call" in env:
-        backlog = GaugeMetricFamily(
-            "compute_bridge_background_calls", "Background calls by state.", labels=["state"])
-        env["compute.bridge.call"].flush_model()
-        env.cr.execute("SELECT state, count(*) FROM compute_bridge_call GROUP BY state")
-        for state, count in env.cr.fetchall():
-            backlog.add_metric([state], count)
-        families.append(backlog)
-        env.cr.execute(
-            "SELECT EXTRACT(EPOCH FROM (now() AT TIME ZONE 'UTC') - min(create_date))"
-            " FROM compute_bridge_call WHERE state = 'queued'")
-        age = env.cr.fetchone()[0]
-        families.append(GaugeMetricFamily(
-            "compute_bridge_background_oldest_queued_seconds",
-            "Age of the oldest queued background call (0: none queued).",
-            value=float(age or 0.0)))
+    backlog = GaugeMetricFamily(
+        "compute_bridge_background_calls", "Background calls by state.", labels=["state"])
+    _add_counts_by_state(env, backlog, "compute.bridge.call")
+    families.append(backlog)
+    env.cr.execute(
+        "SELECT EXTRACT(EPOCH FROM (now() AT TIME ZONE 'UTC')"
+        " - min(coalesce(queued_at, create_date)))"
+        " FROM compute_bridge_call WHERE state = 'queued'")
+    age = env.cr.fetchone()[0]
+    families.append(GaugeMetricFamily(
+        "compute_bridge_background_oldest_queued_seconds",
+        "Age of the oldest queued background call (0: none queued).",
+        value=float(age or 0.0)))
     return families
+
+
+def _add_counts_by_state(env, family, model_name):
+    from odoo.tools import SQL
+
+    model = env[model_name].sudo()
+    model.flush_model(["state"])
+    env.cr.execute(SQL("SELECT state, count(*) FROM %s GROUP BY state",
+                       SQL.identifier(model._table)))
+    counts = dict(env.cr.fetchall())
+    for state, _label in model._fields["state"].selection:
+        family.add_metric([state], counts.get(state, 0))
 
 
 class _Families:

@@ -114,8 +114,17 @@ class TestMetricsEndpoint(HttpCase):
         self.assertEqual(after[FAILURES_UNAVAILABLE] - before.get(FAILURES_UNAVAILABLE, 0), 1)
         self.assertIn('compute_bridge_service_instances{state="live"}', after)
         self.assertEqual(after['compute_bridge_pool_connections{state="in_use"}'], 0)
-        if "compute.bridge.call" in self.env:  # background calls (issue 12) installed
-            self.assertIn("compute_bridge_background_oldest_queued_seconds", after)
+        self.assertIn("compute_bridge_background_oldest_queued_seconds", after)
+
+    def test_every_state_has_a_series_even_at_zero(self):
+        os.environ[TOKEN_ENV_VAR] = TOKEN
+        self.env["compute.operation"].search([("state", "=", "draft")]).unlink()
+        self.env["compute.bridge.call"].sudo().search([("state", "=", "cancelled")]).unlink()
+        after = self.scrape()
+        self.assertEqual(after['compute_bridge_operations{state="draft"}'], 0)
+        self.assertEqual(after['compute_bridge_background_calls{state="cancelled"}'], 0)
+        for state in ("queued", "sent", "done", "failed"):
+            self.assertIn('compute_bridge_background_calls{state="%s"}' % state, after)
 
     def test_background_requests_held_back_are_not_calls(self):
         # what the runner does each time it finds a service without a consumer: the calls
