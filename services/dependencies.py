@@ -280,7 +280,6 @@ class Monitor(DependencyProvider):
         """Each beat at DEBUG, as one line "heartbeat <JSON>"; at INFO the first one, then every
         HEARTBEAT_SUMMARY_SECONDS a summary."""
         _logger.debug("heartbeat %s", json.dumps(beat, sort_keys=True))
-        telemetry.HEARTBEATS.inc()
         self.beats += 1
         now = time.monotonic()
         if self.summary_at is None:
@@ -302,11 +301,21 @@ class Monitor(DependencyProvider):
         self.summary_at = now
         self.calls_at_summary = beat["calls_served"]
 
+    @staticmethod
+    def count(via, sent):
+        """A beat sent (or not) by the way `via` (metrics)."""
+        (telemetry.HEARTBEATS if sent else telemetry.HEARTBEAT_FAILURES).labels(via).inc()
+
     def post(self, beat):
         """POST `beat` to HEARTBEAT_URL, if set; True if it answered 2xx. Never raises, never
         blocks long: a monitor that is down, slow or refusing costs a warning, nothing more."""
         if not self.url:
             return False
+        posted = self._post(beat)
+        self.count(telemetry.HEARTBEAT_VIA_HTTP, posted)
+        return posted
+
+    def _post(self, beat):
         headers = {SECRET_HEADER: self.secret} if self.secret else {}
         url = maybe_sanitize_url(self.url)
         try:

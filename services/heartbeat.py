@@ -17,6 +17,7 @@ from nameko.events import EventDispatcher
 from services.dependencies import BrokerCheck, EntrypointMetrics, Monitor, Registration
 from services.entrypoints import configured_timer
 from services.settings import heartbeat_interval
+from services.telemetry import HEARTBEAT_VIA_EVENT
 
 _logger = logging.getLogger(__name__)
 
@@ -41,10 +42,13 @@ class HeartbeatService:
         beat = self.monitor.payload(SERVICE_NAME)
         self.monitor.log(beat)
         # a publish to a broker just found unreachable would only wait on nameko's retries
+        dispatched = False
         if reached:
             try:
                 self.dispatch(HEARTBEAT_EVENT, beat)
+                dispatched = True
             except Exception as error:  # noqa: BLE001 - a broker hiccup must not stop the timer
                 _logger.warning("could not dispatch the heartbeat event: %s", error)
+        self.monitor.count(HEARTBEAT_VIA_EVENT, dispatched)
         self.monitor.post(beat)
         return beat

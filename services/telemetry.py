@@ -66,7 +66,13 @@ DURATION = Histogram("nameko_entrypoint_duration_seconds",
                      ["service", "entrypoint"], buckets=LATENCY_BUCKETS)
 WORKERS_IN_USE = Gauge("nameko_workers_in_use", "Workers running now, by service.", ["service"])
 MAX_WORKERS = Gauge("nameko_max_workers", "Size of each service's worker pool.", ["service"])
-HEARTBEATS = Counter("nameko_heartbeats", "Heartbeats this process has sent.")
+HEARTBEAT_VIA_EVENT, HEARTBEAT_VIA_HTTP = "event", "http"
+HEARTBEATS = Counter("nameko_heartbeats",
+                     "Heartbeats this process has sent, by way: the nameko event (published), the"
+                     " POST to HEARTBEAT_URL (answered 2xx).", ["via"])
+HEARTBEAT_FAILURES = Counter("nameko_heartbeat_failures",
+                             "Heartbeats not sent, by way: broker not reached or publish failed;"
+                             " monitor refused, failed or silent.", ["via"])
 
 TRACE_ID_BITS, SPAN_ID_BITS = 128, 64  # W3C Trace Context
 # The entrypoint label of a request for a method the service does not have: a fixed value, so

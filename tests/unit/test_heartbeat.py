@@ -10,7 +10,7 @@ import pytest
 import requests
 from nameko.testing.services import worker_factory
 
-from services import instance
+from services import instance, telemetry
 from services.dependencies import (
     BROKER_CHECK_VALID_INTERVALS,
     HEARTBEAT_SUMMARY_SECONDS,
@@ -124,6 +124,43 @@ def test_a_failed_dispatch_does_not_stop_the_beat(make_heartbeat, caplog):
     service.dispatch.side_effect = OSError("broker gone")
     assert service.beat()["service"] == "heartbeat"
     assert "could not dispatch the heartbeat event: broker gone" in caplog.text
+
+
+def heartbeat_counts():
+    """{(sent or failed, via): count} of the metrics."""
+    counts = {}
+    for outcome, counter in (("sent", telemetry.HEARTBEATS),
+                             ("failed", telemetry.HEARTBEAT_FAILURES)):
+        for via in ("event", "http"):
+            counts[outcome, via] = counter.labels(via)._value.get()
+    return counts
+
+
+def moved(before, after):
+    return {key: after[key] - before[key] for key in after if after[key] != before[key]}
+
+
+def test_the_metrics_count_beats_sent_not_beats_made(make_heartbeat):
+    refused = Mock()
+    refused.raise_for_status.side_effect = requests.HTTPError("403 Forbidden")
+    service = make_heartbeat(HEARTBEAT_URL="http://monitor/hb", HEARTBEAT_SECRET="wrong")
+    before = heartbeat_counts()
+    with patch("services.dependencies.requests.post", return_value=refused):
+        service.beat()
+        service.beat()
+    assert moved(before, heartbeat_counts()) == {("sent", "event"): 2, ("failed", "http"): 2}
+
+    unreachable = make_heartbeat(connected=False, HEARTBEAT_URL="")  # nothing is posted
+    before = heartbeat_counts()
+    unreachable.beat()
+    assert moved(before, heartbeat_counts()) == {("failed", "event"): 1}
+
+    answered = make_heartbeat(HEARTBEAT_URL="http://monitor/hb", HEARTBEAT_SECRET=SECRET)
+    answered.dispatch.side_effect = OSError("broker gone")
+    before = heartbeat_counts()
+    with patch("services.dependencies.requests.post"):
+        answered.beat()
+    assert moved(before, heartbeat_counts()) == {("failed", "event"): 1, ("sent", "http"): 1}
 
 
 # -- what the beat logs -------------------------------------------------------------------------
