@@ -93,7 +93,7 @@ class ComputeOperation(models.Model):
         readonly=True, copy=False, help="Why the last computation failed."
     )
     duration = fields.Float(
-        string="Duration (ms)", readonly=True, copy=False, digits=(16, 1),
+        string="Duration (ms)", readonly=True, copy=False, digits=(16, 1), aggregator="avg",
         help="Time from sending the request to receiving the reply.",
     )
     computed_by = fields.Many2one("res.users", readonly=True, copy=False)

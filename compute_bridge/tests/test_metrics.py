@@ -227,6 +227,16 @@ class TestCharts(HttpCase):
         self.assertAlmostEqual(p99, 1000.0)  # the largest, an upper bound
         self.assertIn("upper bound", Stats._fields["duration_p99"].help)
 
+    def test_operations_charts_show_the_mean_duration(self):
+        service = "cb_mean_duration"
+        for duration in (10.0, 30.0, 50.0):
+            operation = self.env["compute.operation"].create({"field_1": 1, "field_2": 1})
+            operation._write_bridge_fields({"state": "done", "duration": duration,
+                                            "service": service})
+        [group] = self.env["compute.operation"].read_group(
+            [("service", "=", service)], ["duration"], [])
+        self.assertAlmostEqual(group["duration"], 30.0)  # a pivot's default, not the sum 90
+
     def test_instances_show_calls_per_minute_and_by_service(self):
         Instance = self.env["compute.service.instance"]
         beat = {"instance_id": "metrics-test", "service": "heartbeat", "pid": 23175,
