@@ -9,7 +9,8 @@ for the Nameko tests; Odoo and these clients must run unpatched)::
 Session fixtures, each started once, with bounded waits, and always stopped:
 
 - ``broker``: a private RabbitMQ node on its own ports (FAULTS_AMQP_PORT 5692, management
-  FAULTS_API_PORT 15692), so stopping it never touches the dev broker; a user with a secret
+  FAULTS_API_PORT 15692; without them, the next free pair when another program has those), so
+  stopping it never touches the dev broker; a user with a secret
   password, and an empty vhost where no service ever ran;
 - ``fleet``: ``nameko run --broker <that node> services`` processes;
 - ``odoo``: database ``cb_faults`` created with compute_bridge installed, then Odoo's HTTP server
@@ -45,6 +46,9 @@ if PATCHED:
 
 DB = os.environ.get("COMPUTE_BRIDGE_FAULTS_DB", "cb_faults")
 RPC_TIMEOUT = 3.0  # compute_bridge.rpc_timeout for most tests (seconds)
+FAULTS_AMQP_PORT = 5692
+API_PORT_OFFSET = 10000  # the management API's port, above the AMQP one
+PORT_SEARCH_STEP, PORT_SEARCH_SPAN = 100, 1000  # where else to look: 5792, 5892, ...
 USERS = {
     # login: (xml ids of its groups, password)
     "cb_user": (["base.group_user", "compute_bridge.group_compute_bridge_user"], "cb_user"),
@@ -78,10 +82,23 @@ def run_dir():
     return path
 
 
+def fault_broker_ports():
+    """(AMQP, management) ports of the private node: from the environment, else the defaults,
+    else (another program listens there) the first free pair after them."""
+    if os.environ.get("FAULTS_AMQP_PORT"):
+        return (int(os.environ["FAULTS_AMQP_PORT"]),
+                int(os.environ.get("FAULTS_API_PORT") or FAULTS_AMQP_PORT + API_PORT_OFFSET))
+    for amqp_port in range(FAULTS_AMQP_PORT, FAULTS_AMQP_PORT + PORT_SEARCH_SPAN,
+                           PORT_SEARCH_STEP):
+        if harness.harness_broker.node_may_use("faults", amqp_port,
+                                               amqp_port + API_PORT_OFFSET):
+            return amqp_port, amqp_port + API_PORT_OFFSET
+    pytest.exit("no free ports for the fault tests' RabbitMQ node: set FAULTS_AMQP_PORT", 2)
+
+
 @pytest.fixture(scope="session")
 def broker(run_dir):
-    node = harness.FaultBroker(int(os.environ.get("FAULTS_AMQP_PORT", 5692)),
-                               int(os.environ.get("FAULTS_API_PORT", 15692)))
+    node = harness.FaultBroker(*fault_broker_ports())
     started = time.monotonic()
     try:
         node.start()

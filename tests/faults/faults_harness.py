@@ -61,7 +61,7 @@ class FaultBroker:
 
     # -- lifecycle
     def start(self):
-        if self.node.running():  # left over from an interrupted run: ours (same node name)
+        if self.node.leftover():  # from an interrupted run
             self.node.stop()
         shutil.rmtree(self.node.base, ignore_errors=True)
         self.node.start()

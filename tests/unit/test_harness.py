@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from tools.harness import broker, postgres, process
+from tools.harness import broker, cluster, postgres, process
 from tools.harness.common import REPO, HarnessError, free_port
 from tools.harness.odoo_server import is_odoo_tree, write_odoo_conf
 
@@ -150,6 +150,32 @@ def test_postgres_on_the_chosen_port_that_lets_nobody_in_is_refused(listeners, t
     with pytest.raises(HarnessError) as caught:
         postgres.up({}, {"COMPUTE_BRIDGE_PG_PORT": str(other.port)})
     assert "does not let the role 'odoo' in" in str(caught.value)
+
+
+def test_a_private_cluster_moves_off_ports_another_program_has(monkeypatch, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        first = (port - 10, port, port + 10)  # the second node's port is the one taken
+        monkeypatch.setattr(cluster, "CLUSTER_AMQP_PORTS", first)
+        monkeypatch.setattr(broker, "RUN_DIR", str(tmp_path))
+        ports, _epmd = cluster.cluster_ports({})
+        assert ports != first
+        assert not any(broker.port_open("127.0.0.1", p, timeout=0.2) for p in ports)
+        # one named by the environment is kept, whoever listens there
+        assert cluster.cluster_ports({cluster.CLUSTER_AMQP_PORTS_ENV: "%d" % port})[0] == (port,)
+
+
+def test_a_node_of_ours_left_over_counts_as_ours_and_nothing_else(tmp_path, monkeypatch):
+    monkeypatch.setattr(broker, "RUN_DIR", str(tmp_path))
+    node = broker.RabbitNode("leftover", 5999, 15999)
+    os.makedirs(node.base)
+    with open(os.path.join(node.base, "pid"), "w") as handle:
+        handle.write(str(os.getpid()))  # a live process, but not that node
+    assert not node.leftover()
+    os.unlink(os.path.join(node.base, "pid"))
+    assert not node.leftover()
 
 
 def test_stop_ends_a_process_that_ignores_sigterm_and_its_group():

@@ -128,6 +128,17 @@ def explain(status, amqp_uri, api_uri):
     return "%s: %s" % (problem(status, amqp_uri, api_uri), PROBLEMS[status][1])
 
 
+def node_may_use(name, amqp_port, api_port):
+    """Whether a private node ``name`` may listen on ``amqp_port`` and ``api_port``: nothing
+    listens on its ports, or that node itself does, left over from an interrupted run (its
+    start stops it first)."""
+    node = RabbitNode(name, amqp_port, api_port)
+    if node.leftover():
+        return True
+    return not any(port_open(node.host, port, timeout=0.2)
+                   for port in (node.amqp_port, node.api_port, node.dist_port))
+
+
 class RabbitNode:
     """A private RabbitMQ node: own node name, data folder, epmd port and listeners.
 
@@ -207,6 +218,16 @@ class RabbitNode:
         finally:
             if not had_policy:
                 os.unlink(policy)
+
+    def leftover(self):
+        """Whether this node (the pid in its data folder, an Erlang VM of this node name) runs,
+        left over from an interrupted run."""
+        try:
+            with open("/proc/%d/cmdline" % self.pid(), "rb") as handle:
+                command = handle.read()
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            return False
+        return self.nodename.partition("@")[0].encode() in command
 
     def running(self):
         if not port_open(self.host, self.amqp_port):

@@ -20,10 +20,13 @@ import signal
 import threading
 import urllib.parse
 
-from .broker import DEFAULT_AMQP_PORT, DEFAULT_API_PORT, RabbitNode, api_request
+from .broker import DEFAULT_AMQP_PORT, DEFAULT_API_PORT, RabbitNode, api_request, node_may_use
 from .common import HarnessError, log, port_open, wait_until
 
 CLUSTER_AMQP_PORTS = (5801, 5811, 5821)
+API_PORT_OFFSET = DEFAULT_API_PORT - DEFAULT_AMQP_PORT
+# Where to look for free ports when another program has the defaults: 5901, 6001, ...
+PORT_SEARCH_STEP, PORT_SEARCH_SPAN = 100, 1000
 CLUSTER_EPMD_PORT = 5829
 CLUSTER_AMQP_PORTS_ENV = "COMPUTE_BRIDGE_CLUSTER_AMQP_PORTS"
 CLUSTER_EPMD_PORT_ENV = "COMPUTE_BRIDGE_CLUSTER_EPMD_PORT"
@@ -65,12 +68,20 @@ class ClusterNode(RabbitNode):
                    what="%s down" % self.nodename)
 
 
-def cluster_ports(environ=os.environ):
-    """(AMQP ports, epmd port) of the cluster, from the environment or the defaults."""
+def cluster_ports(environ=os.environ, name="cluster"):
+    """(AMQP ports, epmd port) of the cluster, from the environment, else the defaults, else
+    (another program listens on one of their ports) the first free set after them."""
     raw = environ.get(CLUSTER_AMQP_PORTS_ENV)
-    amqp_ports = tuple(int(port) for port in raw.split(",")) if raw else CLUSTER_AMQP_PORTS
     epmd_port = int(environ.get(CLUSTER_EPMD_PORT_ENV) or CLUSTER_EPMD_PORT)
-    return amqp_ports, epmd_port
+    if raw:
+        return tuple(int(port) for port in raw.split(",")), epmd_port
+    for shift in range(0, PORT_SEARCH_SPAN, PORT_SEARCH_STEP):
+        amqp_ports = tuple(port + shift for port in CLUSTER_AMQP_PORTS)
+        if all(node_may_use("%s%d" % (name, number), port, port + API_PORT_OFFSET)
+               for number, port in enumerate(amqp_ports, start=1)):
+            return amqp_ports, epmd_port
+    raise HarnessError("no free ports for a private RabbitMQ cluster from %d on; set %s"
+                       % (CLUSTER_AMQP_PORTS[0], CLUSTER_AMQP_PORTS_ENV))
 
 
 class RabbitCluster:
@@ -78,12 +89,12 @@ class RabbitCluster:
     host :data:`CLUSTER_VHOST` whose default queue type is quorum and a user for the clients."""
 
     def __init__(self, name="cluster", amqp_ports=None, epmd_port=None, user="cb_cluster"):
-        default_ports, default_epmd = cluster_ports()
+        default_ports, default_epmd = cluster_ports(name=name) if not amqp_ports else ((), None)
         amqp_ports = amqp_ports or default_ports
         cookie = secrets.token_hex(16).upper()
         self.nodes = [
-            ClusterNode("%s%d" % (name, number), port, port + DEFAULT_API_PORT - DEFAULT_AMQP_PORT,
-                        epmd_port or default_epmd, cookie)
+            ClusterNode("%s%d" % (name, number), port, port + API_PORT_OFFSET,
+                        epmd_port or default_epmd or CLUSTER_EPMD_PORT, cookie)
             for number, port in enumerate(amqp_ports, start=1)
         ]
         self.user = user
@@ -95,7 +106,7 @@ class RabbitCluster:
         """Wipe and start every node (in parallel: a cold node takes seconds), join them to
         the first, create the virtual host and the user."""
         for node in self.nodes:
-            if node.running():  # left over from an interrupted run: ours (same node name)
+            if node.leftover():  # from an interrupted run
                 node.stop(kill_epmd=False)
             shutil.rmtree(node.base, ignore_errors=True)
         errors = []
