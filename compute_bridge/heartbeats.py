@@ -171,18 +171,21 @@ def stale_after(interval):
     return datetime.timedelta(seconds=STALE_AFTER_MISSED_BEATS * interval)
 
 
-def calls_per_minute(previous_calls, previous_beat, calls, beat):
-    """Calls per minute between two beats; 0 when it cannot be told (first beat, restart).
+def calls_per_minute(previous_calls, previous_uptime, calls, uptime):
+    """Calls per minute between two beats of one instance, timed by the instance's own uptime:
+    when Odoo receives a beat says little of when it was sent (beats held up while Odoo was busy
+    arrive together). 0 when it cannot be told (first beat, restart).
 
-    >>> t0 = datetime.datetime(2025, 1, 1, 12, 0, 0)
-    >>> calls_per_minute(10, t0, 40, t0 + datetime.timedelta(seconds=30))
+    >>> calls_per_minute(10, 100.0, 40, 130.0)
     60.0
-    >>> calls_per_minute(10, t0, 5, t0 + datetime.timedelta(seconds=30))
+    >>> calls_per_minute(10, 100.0, 5, 130.0)  # restarted: its counts began again
+    0.0
+    >>> calls_per_minute(10, 100.0, 40, 100.0)
     0.0
     """
-    if not previous_beat or beat <= previous_beat or calls < previous_calls:
+    if previous_uptime is None or uptime <= previous_uptime or calls < previous_calls:
         return 0.0
-    return (calls - previous_calls) * 60.0 / (beat - previous_beat).total_seconds()
+    return (calls - previous_calls) * 60.0 / (uptime - previous_uptime)
 
 
 def _json_reason(error):

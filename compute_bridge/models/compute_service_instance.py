@@ -52,7 +52,8 @@ class ComputeServiceInstance(models.Model):
         help="Calls (workers run) of each service of this process since it started.")
     calls_per_minute = fields.Float(
         readonly=True, digits=(16, 1),
-        help="Compute calls served per minute between its last two heartbeats.")
+        help="Compute calls served per minute between its last two heartbeats, timed by the "
+             "instance's own clock.")
     broker_state = fields.Selection(
         selection=[("connected", "Connected"), ("disconnected", "Disconnected")],
         readonly=True,
@@ -139,8 +140,8 @@ class ComputeServiceInstance(models.Model):
         if not instance:
             return self._insert_instance(values)
         values["calls_per_minute"] = heartbeats.calls_per_minute(
-            instance.calls_served, instance.last_beat, beat.get("calls_served", 0),
-            values["last_beat"])
+            instance.calls_served, instance.uptime, beat.get("calls_served", 0),
+            beat.get("uptime", 0.0))
         # log_exceptions=False: a row updated since this transaction began raises a
         # serialization failure, which Odoo retries on its own; it is not an error to log.
         self.env.cr.execute(

@@ -240,7 +240,7 @@ class TestCharts(HttpCase):
     def test_instances_show_calls_per_minute_and_by_service(self):
         Instance = self.env["compute.service.instance"]
         beat = {"instance_id": "metrics-test", "service": "heartbeat", "pid": 23175,
-                "calls_served": 10, "interval": 30.0,
+                "calls_served": 10, "interval": 30.0, "uptime": 100.0,
                 "services": ["compute", "heartbeat", "notify"],
                 "calls_by_service": {"compute": 10, "notify": 10, "heartbeat": 2}}
         with freeze_time("2025-01-01 12:00:00"):
@@ -248,7 +248,13 @@ class TestCharts(HttpCase):
                 json.dumps(beat).encode()))
         self.assertEqual(instance.service_calls, "compute: 10, heartbeat: 2, notify: 10")
         self.assertEqual(instance.calls_per_minute, 0)  # the first beat: no rate yet
-        beat["calls_served"] = 40
+        beat.update(calls_served=40, uptime=130.0)
         with freeze_time("2025-01-01 12:00:30"):
             Instance._record_heartbeat(heartbeats.parse_heartbeat(json.dumps(beat).encode()))
         self.assertEqual(instance.calls_per_minute, 60.0)
+        # 30 s of the instance's own time, but received 0.3 s after the previous beat (both
+        # held up while Odoo was busy): the rate is the instance's, not the arrivals'
+        beat.update(calls_served=340, uptime=160.0)
+        with freeze_time("2025-01-01 12:00:30.300000"):
+            Instance._record_heartbeat(heartbeats.parse_heartbeat(json.dumps(beat).encode()))
+        self.assertEqual(instance.calls_per_minute, 600.0)
