@@ -24,7 +24,10 @@ class ComputeOperationStats(models.Model):
     _order = "day desc, service"
     _rec_name = "day"
 
-    day = fields.Date(readonly=True)
+    # A day of UTC: percentiles cannot be merged, so they are computed per day in the database,
+    # which does not know the user's time zone (the Operations graph groups in it).
+    day = fields.Date(string="Day (UTC)", readonly=True,
+                      help="The day the operations were computed on, in UTC.")
     service = fields.Char(readonly=True)
     state = fields.Selection(
         selection=lambda self: self.env["compute.operation"]._fields["state"].selection,
