@@ -290,6 +290,17 @@ def current_trace_id():
     return trace.format_trace_id(context.trace_id) if context.is_valid else None
 
 
+def current_traceparent():
+    """The W3C ``traceparent`` of the current span, or None (tracing off, no span): what a
+    background call keeps, to be sent in the trace of the click that queued it."""
+    if _tracer is None:
+        return None
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    return traceparent(context) if context.is_valid else None
+
+
 def traceparent(span_context):
     """The W3C ``traceparent`` of a span: what OpenTelemetry's TraceContextTextMapPropagator
     writes, without the context objects it builds on the way (this runs for every call)."""

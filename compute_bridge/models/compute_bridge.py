@@ -16,7 +16,7 @@ import uuid
 from odoo import api, models
 from odoo.exceptions import AccessError, UserError, ValidationError
 
-from .. import rpc
+from .. import rpc, telemetry
 from ..rpc.background import (
     ALLOWED_METHODS_PARAM,
     DEFAULT_ALLOWED_METHODS,
@@ -50,7 +50,7 @@ class ComputeBridge(models.AbstractModel):
     def _call_many(self, service, method, args_list, kwargs_list=None, **options):
         """:func:`..rpc.call_many` after the access checks: one ``CallOutcome`` per request;
         raises a ``BridgeError`` when the whole batch failed (broker or service away).
-        ``options``: call_many's ``resend`` and ``require_consumer``."""
+        ``options``: call_many's ``resend``, ``require_consumer`` and ``headers_list``."""
         self._check_call_allowed(service, method)
         return rpc.call_many(self._config(), service, method, args_list, kwargs_list,
                              **options)
@@ -89,7 +89,8 @@ class ComputeBridge(models.AbstractModel):
                 "Arguments of %(method)s cannot be stored as JSON: %(detail)s",
                 method="%s.%s" % (service, method), detail=error)) from error
         vals = {"service": service, "method": method, "args_json": args_json,
-                "kwargs_json": kwargs_json, "user_id": self.env.uid}
+                "kwargs_json": kwargs_json, "user_id": self.env.uid,
+                "traceparent": telemetry.current_traceparent()}
         if record is not None or callback:
             vals.update(self._callback_vals(record, callback))
         return vals

@@ -14,6 +14,7 @@ nothing.
 
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -42,6 +43,7 @@ from ..rpc.background import (
     positive_int,
     retry_delay,
 )
+from ..rpc.telemetry import TRACEPARENT_HEADER
 from . import cron_notify
 
 _logger = logging.getLogger(__name__)
@@ -138,6 +140,10 @@ class ComputeBridgeCall(models.Model):
     batch = fields.Char(readonly=True, index=True,
                         help="Calls queued together: their user is told when all have ended.")
     batch_notified = fields.Boolean(readonly=True, copy=False, default=False)
+    traceparent = fields.Char(
+        readonly=True, copy=False,
+        help="The W3C trace context of the request that queued the call: it is sent with the "
+             "call, so that the services' log lines and spans are in that click's trace.")
     is_stuck = fields.Boolean(
         string="Stuck", compute="_compute_is_stuck", search="_search_is_stuck",
         help="Queued and not sent long after its next try, sent and never answered, or "
@@ -374,7 +380,7 @@ class ComputeBridgeCall(models.Model):
                 rate = answered / max(elapsed, timeout)
                 size = max(MIN_CHUNK_SIZE, int(rate * timeout * CHUNK_SAFETY))
                 # the unanswered requests are still in the service's queue, ahead of any new one
-                resume_at = now + timedelta(seconds=(sent - answered) / rate)
+                resume_at = _seconds_after(now, (sent - answered) / rate)
             else:  # nothing answered: no rate to go by, the retries' backoff paces it
                 size = MIN_CHUNK_SIZE
             _PACE[key] = (size, resume_at)
@@ -524,7 +530,9 @@ class ComputeBridgeCall(models.Model):
                 service, method,
                 [json.loads(call.args_json) for call in self],
                 [json.loads(call.kwargs_json or "{}") for call in self],
-                require_consumer=True)
+                require_consumer=True,
+                headers_list=[{TRACEPARENT_HEADER: call.traceparent} if call.traceparent
+                              else None for call in self])
         except BridgeError as error:
             return [(None, error, 0.0)] * len(self), None
         answered = sum(not isinstance(error, ServiceTimeout) for _value, error, _ms in outcomes)
@@ -556,12 +564,11 @@ class ComputeBridgeCall(models.Model):
         if kind == FAIL or (kind == RETRY and attempt >= max_attempts):
             vals.update(state=FAILED, done_at=now)
         elif kind == RETRY:
-            vals.update(state=QUEUED, next_try=now + timedelta(seconds=retry_delay(attempt)))
+            vals.update(state=QUEUED, next_try=_seconds_after(now, retry_delay(attempt)))
         else:  # REQUEUE: never delivered, so not counted; less often the longer it waits
             waited = (now - (self.queued_at or self.create_date)).total_seconds()
             delay = min(max(REQUEUE_DELAY, waited * NOT_RUNNING_BACKOFF), NOT_RUNNING_MAX_DELAY)
-            vals.update(state=QUEUED, attempts=attempt - 1,
-                        next_try=now + timedelta(seconds=delay))
+            vals.update(state=QUEUED, attempts=attempt - 1, next_try=_seconds_after(now, delay))
         return {"id": self.id, "attempt": attempt, "kind": kind, "vals": vals,
                 "batch": self.batch}
 
@@ -707,6 +714,19 @@ class ComputeBridgeCall(models.Model):
         _logger.info("compute.bridge.call: deleting %d calls ended over %d days ago",
                      len(old), days)
         old.unlink()
+
+
+def _seconds_after(now, seconds):
+    """``now`` (a whole second, as fields.Datetime.now() gives) plus ``seconds`` rounded up to a
+    whole second: the runner finds a call due by comparing with that clock, so a time with a
+    fraction would still be ahead of it when the runner wakes up to send the call, and the
+    run would end with nothing due (the cron then sleeps up to a minute).
+
+    >>> from datetime import datetime
+    >>> _seconds_after(datetime(2026, 1, 1, 12, 0, 0), 4.4)
+    datetime.datetime(2026, 1, 1, 12, 0, 5)
+    """
+    return now + timedelta(seconds=math.ceil(seconds))
 
 
 def _wake_later(dbname, seconds, prefork_master):

@@ -55,7 +55,7 @@ def call(config, service, method, *args, resend=True, **kwargs):
 
 
 def call_many(config, service, method, args_list, kwargs_list=None, resend=True,
-              require_consumer=False):
+              require_consumer=False, headers_list=None):
     """Call ``service.method(*args, **kwargs)`` for each ``args`` in ``args_list`` (and the
     ``kwargs`` at the same place in ``kwargs_list``, default none); one outcome each.
 
@@ -75,6 +75,9 @@ def call_many(config, service, method, args_list, kwargs_list=None, resend=True,
     service's queue outlives it and would keep the requests unanswered until the deadline).
     Costs one round trip; background calls use it, so that a stopped service is "not
     delivered" (tried again, not counted) rather than a timeout.
+
+    ``headers_list``: AMQP headers of each request (a dict, or None), over those of the call's
+    observer: how a background call carries the trace of the click that queued it.
     """
     if not args_list:
         return []
@@ -82,7 +85,8 @@ def call_many(config, service, method, args_list, kwargs_list=None, resend=True,
     from .nameko_amqp import Deadline
 
     deadline = Deadline(config.timeout, started)
-    requests = list(zip(args_list, kwargs_list or [{}] * len(args_list), strict=True))
+    requests = list(zip(args_list, kwargs_list or [{}] * len(args_list),
+                        headers_list or [None] * len(args_list), strict=True))
     outcomes = [None] * len(requests)
     observer = current_observer()
     if observer is None:
@@ -207,8 +211,9 @@ def _send_and_collect(connection, config, service, method, requests, pending, ou
                 correlation_ids = {}
                 for index in chunk:
                     sent.add(index)
-                    args, kwargs = requests[index]
-                    correlation_ids[connection.send(service, method, args, kwargs)] = index
+                    args, kwargs, headers = requests[index]
+                    correlation_ids[connection.send(service, method, args, kwargs,
+                                                    headers)] = index
                 connection.collect(list(correlation_ids))
                 chunk = []
                 for correlation_id, index in correlation_ids.items():

@@ -153,8 +153,9 @@ class RpcConnection:
             self.abort()
             raise
 
-    def send(self, service, method, args, kwargs=None):
+    def send(self, service, method, args, kwargs=None, headers=None):
         """Publish one request without waiting for its confirm; return its correlation id.
+        ``headers``: AMQP headers of this request, over those of the call (:attr:`headers`).
 
         ``mandatory``: a request no queue is bound for comes back (see :meth:`collect`)
         instead of waiting for a reply that cannot come. A request the broker nacks ends up
@@ -166,7 +167,9 @@ class RpcConnection:
         message = amqp.Message(
             body, content_type=content_type, content_encoding=encoding,
             correlation_id=correlation_id, reply_to=self.reply_to,
-            delivery_mode=REQUEST_DELIVERY_MODE, application_headers=self.headers,
+            delivery_mode=REQUEST_DELIVERY_MODE,
+            application_headers={**self.headers, **headers} if headers and self.headers
+            else headers or self.headers,
             # A request still waiting in the service's queue when its caller has given up is
             # dropped by the broker: a slow or stopped service then finds no pile of requests
             # nobody waits for, ahead of the ones somebody does.

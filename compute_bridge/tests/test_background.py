@@ -20,10 +20,12 @@ from odoo.service import server as odoo_server
 from odoo.tests import new_test_user
 from odoo.tools import config, mute_logger
 
+from .. import telemetry
 from ..models import compute_bridge_call, cron_notify
 from ..models.compute_bridge_call import CHUNK_SIZE, ComputeBridgeCall
 from ..rpc import RPC_TIMEOUT_PARAM, background
 from ..rpc.background import ALLOWED_METHODS_PARAM, MAX_ATTEMPTS_PARAM, retry_delay
+from ..rpc.telemetry import TRACEPARENT_HEADER
 from .common import BROKER_URL, ComputeBridgeCase
 from .test_rpc_live import rpc_queue
 
@@ -391,6 +393,55 @@ class TestRunner(BackgroundCase):
         self.Call.sudo()._cron_cleanup()
         self.assertFalse(old.exists())
         self.assertEqual((recent | pending).exists(), recent | pending)
+
+
+class TestWholeSeconds(BackgroundCase):
+    def test_times_to_send_again_are_whole_seconds(self):
+        # The runner finds a call due by comparing with Odoo's clock, which has whole seconds:
+        # a time with a fraction stayed ahead of it when the runner woke up to send the call.
+        call = self.queue(1, 2)
+        self.env.cr.execute("UPDATE compute_bridge_call SET queued_at = %s WHERE id = %s",
+                            (fields.Datetime.now() - timedelta(seconds=47), call.id))
+        call.invalidate_recordset()
+        requeued = call._error_result(1, 5, background.REQUEUE, "not running")  # 4.7 s later
+        self.assertEqual(requeued["vals"]["next_try"].microsecond, 0)
+        resume_at = self.Call._pace_after("cb_paced", "method", 10, 3, 1.0, 1.0)  # 2.33 s
+        self.assertIsNotNone(resume_at)
+        self.assertEqual(resume_at.microsecond, 0)
+        self.assertEqual(doctest.testmod(compute_bridge_call).failed, 0)
+
+
+class TestTraceOfTheClick(BackgroundCase):
+    def test_a_background_call_goes_in_the_trace_of_the_request_that_queued_it(self):
+        from kombu import Connection, Consumer
+
+        service = "cb_traced_%s" % uuid.uuid4().hex[:8]
+        self.env["ir.config_parameter"].sudo().set_param(
+            ALLOWED_METHODS_PARAM, "compute.method %s.method" % service)
+        self.env["ir.config_parameter"].sudo().set_param(RPC_TIMEOUT_PARAM, SHORT_TIMEOUT)
+        trace_id = uuid.uuid4().hex
+        click = {"traceparent": "00-%s-%s-01" % (trace_id, uuid.uuid4().hex[:16])}
+        headers = []
+        with Connection(BROKER_URL) as connection:
+            queue = rpc_queue(service)(connection.default_channel)
+            queue.declare()
+            try:
+                # a service that takes the request and never answers: what it was sent is kept
+                with Consumer(connection.channel(), [queue], accept=["json"],
+                              callbacks=[lambda body, message: headers.append(message.headers)]):
+                    with telemetry.request_span("POST /web/dataset/call_button", click):
+                        call = self.Bridge.sudo().call_later(service, "method", args=(1, 2))
+                    untraced = self.Bridge.sudo().call_later(service, "method", args=(3, 4))
+                    self.run_runner()
+                    while len(headers) < 2:
+                        connection.drain_events(timeout=5)
+            finally:
+                queue.delete()
+        self.assertEqual(call.traceparent.split("-")[1], trace_id)
+        self.assertFalse(untraced.traceparent)
+        sent = sorted(header.get(TRACEPARENT_HEADER, "") for header in headers)
+        self.assertEqual([value.split("-")[1] if value else "" for value in sent].count(trace_id),
+                         1, sent)
 
 
 class TestCronNotify(BackgroundCase):

@@ -99,7 +99,7 @@ class FakeConnection:
         self.sent, self.replies, self.refused, self.pauses = [], {}, set(), []
         FakeConnection.created.append(self)
 
-    def send(self, service, method, args, kwargs=None):
+    def send(self, service, method, args, kwargs=None, headers=None):
         self.sent.append(args)
         self.replies[len(self.sent)] = self.behaviour(self, args)
         return len(self.sent)
