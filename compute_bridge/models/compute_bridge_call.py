@@ -18,6 +18,7 @@ import math
 import os
 import threading
 import time
+import weakref
 from datetime import timedelta
 
 import psycopg2.errors
@@ -97,6 +98,12 @@ BUS_CALLS_ENDED = "compute_bridge.calls_ended"  # bus notification type, read by
 # the oldest lease of a dead server's calls ends (if that is within LEASE_WAKE_HORIZON).
 STARTUP_WAKE_DELAY = 5.0  # seconds
 LEASE_WAKE_HORIZON = 3600.0  # seconds
+
+# One run of a runner job (ir.cron runs its action up to 10 times in one run) stops taking
+# chunks after a budget of time (see _run_budget), at least the MIN, at most the MAX; the budget
+# leaves STORE_MARGIN seconds per job for storing a chunk's outcomes.
+MIN_RUN_BUDGET, MAX_RUN_BUDGET, STORE_MARGIN = 2.0, 60.0, 10.0  # seconds
+_JOB_RUN = threading.local()  # the cursor of this thread's runner job run, and its start
 
 # This process's pace per (database, service, method): chunk size and the time before which
 # nothing is sent to it (see CHUNK_SAFETY). Shared by the process's cron threads.
@@ -275,8 +282,10 @@ class ComputeBridgeCall(models.Model):
         lease = timedelta(seconds=config.timeout + LEASE_GRACE)
         claimed = self._claim(lease)
         if claimed:
-            results = self._send(config, claimed)
-            self._store(results)
+            results = []
+            for group_results in self._send(config, claimed):
+                self._store(group_results)
+                results.extend(group_results)
             self._notify_ended_batches({result["batch"] for result in results})
             if all(result["kind"] == REQUEUE for result in results):
                 # Nothing could be delivered (broker or service away): wait a little here,
@@ -284,6 +293,13 @@ class ComputeBridgeCall(models.Model):
                 # due so the cron runs again and sends them as soon as the service is back.
                 time.sleep(REQUEUE_DELAY)
         remaining = self._count_due(lease)
+        if remaining and _job_run_elapsed(self.env.cr) >= _run_budget(config.timeout):
+            # ir.cron runs this again and again while calls remain, in one run of the job:
+            # end the run here (nothing remaining, as far as ir.cron knows) and trigger a new
+            # one at once, before Odoo's real time limit kills the cron worker or thread.
+            self.env["ir.cron"]._notify_progress(done=len(claimed), remaining=0)
+            self._wake_runners()
+            return
         waited = False
         if not remaining:
             wait = self._seconds_to_next_try()
@@ -480,8 +496,11 @@ class ComputeBridgeCall(models.Model):
 
     @api.model
     def _send(self, config, claimed):
-        """Send the claimed calls, one ``call_many`` per service.method; one result dict each
-        (id, attempt, kind, vals to store, batch)."""
+        """Send the claimed calls, one ``call_many`` per service.method; yield the results of
+        each service.method (one dict each: id, attempt, kind, vals to store, batch) before
+        sending the next one. Each one's lease starts when it is sent: several slow
+        service.methods of one chunk, one after another, would otherwise outlast the leases
+        taken at the claim, and another runner would take their calls for lost."""
         calls = self.browse([row[0] for row in claimed]).with_prefetch()
         attempts = dict(claimed)
         max_attempts = self._max_attempts()
@@ -489,15 +508,17 @@ class ComputeBridgeCall(models.Model):
         groups = {}
         for call in calls:
             groups.setdefault((call.service, call.method), []).append(call.id)
-        results = []
-        for (service, method), ids in groups.items():
+        for position, ((service, method), ids) in enumerate(groups.items()):
             group = calls.browse(ids)
+            if position:
+                group._renew_lease(attempts)
+            results = []
             if "%s.%s" % (service, method) not in allowed:
                 # taken off the allow-list since it was queued: refused the same every time
-                results.extend(call._error_result(
+                yield [call._error_result(
                     attempts[call.id], max_attempts, FAIL,
                     call._bridge()._not_allowed_message(call.display_method))
-                    for call in group)
+                    for call in group]
                 continue
             try:
                 outcomes, resume_at = group._send_group(config)
@@ -505,10 +526,10 @@ class ComputeBridgeCall(models.Model):
                 # Stored as a counted attempt, so that a call that cannot be sent ends failed
                 # after max_attempts instead of being claimed again and again.
                 _logger.exception("compute.bridge.call: sending %s.%s failed", service, method)
-                results.extend(call._error_result(
+                yield [call._error_result(
                     attempts[call.id], max_attempts, RETRY, call._bridge().env._(
                         "The call could not be sent: %(error)s", error=error))
-                    for call in group)
+                    for call in group]
                 continue
             for call, (value, error, duration_ms) in zip(group, outcomes, strict=True):
                 result = call._result(attempts[call.id], max_attempts, value, error,
@@ -516,7 +537,21 @@ class ComputeBridgeCall(models.Model):
                 if resume_at and result["vals"]["state"] == QUEUED:
                     result["vals"]["next_try"] = max(result["vals"]["next_try"], resume_at)
                 results.append(result)
-        return results
+            yield results
+
+    def _renew_lease(self, attempts):
+        """The lease of the calls of ``self`` still ``sent`` with the attempt ``attempts``
+        gives (by id) starts now, committed before they are sent."""
+        def renew():
+            self.env.cr.execute(SQL(
+                "UPDATE compute_bridge_call SET sent_at = %s WHERE id = ANY(%s) AND state = %s"
+                " AND attempts = (%s::jsonb ->> id::text)::int",
+                fields.Datetime.now(), self.ids, SENT,
+                json.dumps({str(call_id): attempts[call_id] for call_id in self.ids})),
+                log_exceptions=False)
+            self.invalidate_recordset(["sent_at"])
+
+        self._in_own_transaction(renew)
 
     def _send_group(self, config):
         """Send the calls of ``self`` (one service.method) in one ``call_many`` and adapt the
@@ -714,6 +749,34 @@ class ComputeBridgeCall(models.Model):
         _logger.info("compute.bridge.call: deleting %d calls ended over %d days ago",
                      len(old), days)
         old.unlink()
+
+
+def _run_budget(timeout):
+    """Seconds one run of a runner job may go on taking chunks, under Odoo's real time limit of
+    cron workers and threads (--limit-time-real-cron, else --limit-time-real): both runner jobs
+    may run one after the other in one cron worker's pass, and each may go over its budget by
+    one chunk (one RPC deadline, ``timeout``) and the storing of it."""
+    limit = config["limit_time_real_cron"]
+    if limit is None or limit < 0:
+        limit = config["limit_time_real"]
+    if not limit or limit <= 0:
+        return MAX_RUN_BUDGET
+    budget = limit / len(RUNNER_CRONS) - timeout - STORE_MARGIN
+    if budget < MIN_RUN_BUDGET:
+        _logger.warning("compute.bridge.call: Odoo's real time limit of crons (%ss) is short for"
+                        " the RPC timeout (%ss): raise --limit-time-real-cron above %ds",
+                        limit, timeout, len(RUNNER_CRONS) * (timeout + STORE_MARGIN
+                                                             + MIN_RUN_BUDGET))
+    return min(MAX_RUN_BUDGET, max(MIN_RUN_BUDGET, budget))
+
+
+def _job_run_elapsed(cr):
+    """Seconds since the first chunk of the current run of a runner job in this thread: ir.cron
+    gives every chunk of one run the same cursor, and a new cursor to the next run."""
+    if getattr(_JOB_RUN, "cursor", lambda: None)() is not cr:
+        _JOB_RUN.cursor = weakref.ref(cr)
+        _JOB_RUN.started = time.monotonic()
+    return time.monotonic() - _JOB_RUN.started
 
 
 def _seconds_after(now, seconds):

@@ -8,7 +8,9 @@ import math
 import os
 import select
 import threading
+import time
 import uuid
+import weakref
 from datetime import timedelta
 from unittest.mock import patch
 
@@ -55,6 +57,8 @@ class BackgroundCase(ComputeBridgeCase):
         self.Call.sudo().search([]).unlink()
         # this process's pace of each service.method, which another test may have changed
         compute_bridge_call._PACE.clear()
+        # each test's runs are new runs of the job (the tests of a class share one cursor)
+        compute_bridge_call._JOB_RUN.__dict__.clear()
         self.addCleanup(compute_bridge_call._PACE.clear)
 
     def run_runner(self):
@@ -393,6 +397,62 @@ class TestRunner(BackgroundCase):
         self.Call.sudo()._cron_cleanup()
         self.assertFalse(old.exists())
         self.assertEqual((recent | pending).exists(), recent | pending)
+
+
+class TestLongRuns(BackgroundCase):
+    def test_a_run_past_its_budget_ends_and_wakes_a_new_one(self):
+        # Odoo's real time limit kills a cron worker (or thread) whose run outlasts it: a run
+        # of the job that has gone on long tells ir.cron it is done, and triggers the next
+        for _number in range(CHUNK_SIZE + 1):
+            self.queue(1, 2)
+        progress = []
+        compute_bridge_call._JOB_RUN.cursor = weakref.ref(self.env.cr)
+        compute_bridge_call._JOB_RUN.started = time.monotonic() - 3600  # an hour into the run
+        before = self.triggers()
+        with patch.object(type(self.env["ir.cron"]), "_notify_progress",
+                          lambda cron, **values: progress.append(values)):
+            self.run_runner()
+        self.assertEqual(progress, [{"done": CHUNK_SIZE, "remaining": 0}])
+        self.assertTrue(self.triggers() - before)
+        self.assertEqual(self.Call.sudo().search_count([("state", "=", "queued")]), 1)
+
+    def test_the_budget_fits_both_jobs_under_odoo_limit(self):
+        budget = compute_bridge_call._run_budget
+        with patch.dict(config.options, limit_time_real_cron=-1, limit_time_real=120):
+            self.assertEqual(budget(15), 35)  # 2 jobs x (35 + one 15 s chunk + 10) = 120
+        with patch.dict(config.options, limit_time_real_cron=600, limit_time_real=120):
+            self.assertEqual(budget(15), compute_bridge_call.MAX_RUN_BUDGET)
+        with patch.dict(config.options, limit_time_real_cron=0, limit_time_real=0):
+            self.assertEqual(budget(15), compute_bridge_call.MAX_RUN_BUDGET)
+        with patch.dict(config.options, limit_time_real_cron=-1, limit_time_real=120), \
+                self.assertLogs(compute_bridge_call.__name__, "WARNING") as logs:
+            self.assertEqual(budget(60), compute_bridge_call.MIN_RUN_BUDGET)
+        self.assertIn("--limit-time-real-cron above 144", logs.output[0])
+
+    def test_each_service_method_of_a_chunk_has_its_own_lease(self):
+        # a chunk sends its service.methods one after another: the later ones' leases start
+        # when they are sent, and the earlier ones' outcomes are stored before
+        self.env["ir.config_parameter"].sudo().set_param(
+            ALLOWED_METHODS_PARAM, "compute.method cb_second.method")
+        first = self.queue(1, 2)
+        second = self.Bridge.sudo().call_later("cb_second", "method", args=(3, 4))
+        seen = {}
+        send_group = ComputeBridgeCall._send_group
+
+        def slow_first_group(calls, config):
+            if calls[0].service == "compute":
+                # as if this group took an hour: the second one's claim is that old when sent
+                self.env.cr.execute("UPDATE compute_bridge_call SET sent_at = sent_at - "
+                                    "interval '1 hour' WHERE id = %s", (second.id,))
+            else:
+                (first | second).invalidate_recordset()
+                seen.update(first_state=first.state, second_sent_at=second.sent_at)
+            return send_group(calls, config)
+
+        with patch.object(ComputeBridgeCall, "_send_group", slow_first_group):
+            self.run_runner()
+        self.assertEqual(seen["first_state"], "done")
+        self.assertLess(fields.Datetime.now() - seen["second_sent_at"], timedelta(minutes=1))
 
 
 class TestWholeSeconds(BackgroundCase):
