@@ -225,6 +225,21 @@ class ComputeBridgeCall(models.Model):
         self._run_callbacks()
         return True
 
+    @api.ondelete(at_uninstall=False)
+    def _unlink_cancels_calls_under_way(self):
+        """A queued or sent call's record waits for it (an operation stays queued): deleting
+        the call is refused to a person, who cancels it first; code running as superuser
+        (the tests' clean-up, a data fix) gets it cancelled, callbacks run, then deleted."""
+        under_way = self.filtered(lambda call: call.state in (QUEUED, SENT))
+        if not under_way:
+            return
+        if not self.env.su:
+            raise UserError(self.env._(
+                "%(call)s is %(state)s: cancel it before deleting it (its record waits for "
+                "it).", call=under_way[0].display_name, state=under_way[0]._state_label()))
+        under_way.write({"state": CANCELLED, "done_at": fields.Datetime.now()})
+        under_way._run_callbacks()
+
     def _state_label(self):
         self.ensure_one()
         return dict(self._fields["state"]._description_selection(self.env))[self.state]

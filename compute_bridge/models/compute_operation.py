@@ -30,8 +30,9 @@ OPERAND_FIELDS = ("field_1", "field_2")
 # service never computed, in the name of someone who never pressed Suma.
 BRIDGE_FIELDS = frozenset({"result", "state", "error_message", "duration", "computed_by",
                            "computed_on", "service", "bridge_call_id"})
-# ``name`` is computed from the operands: a written one would label the record with other numbers.
-CLIENT_READONLY_FIELDS = BRIDGE_FIELDS | {"name"}
+# ``name`` is computed from the operands: a written one would label the record with other numbers;
+# ``attempts`` is the background call's (read-only there too): a write would change nothing.
+CLIENT_READONLY_FIELDS = BRIDGE_FIELDS | {"name", "attempts"}
 # The states in which nothing is under way, so an operand may change (making the result stale).
 # A call under way (queued or sent in the background) computes the operands it was given:
 # changing them then would store a result that belongs to other numbers, so the change is

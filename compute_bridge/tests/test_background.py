@@ -375,6 +375,21 @@ class TestRunner(BackgroundCase):
         self.run_runner()
         self.assertRecordValues(failed, [{"state": "done", "result_json": "2"}])
 
+    def test_a_call_under_way_is_cancelled_before_it_is_deleted(self):
+        operation = self.new_operation(1, 1)
+        operation.action_suma_queue()
+        call = operation.bridge_call_id
+        with self.assertRaisesRegex(UserError, "cancel it before deleting it"):
+            call.with_user(self.manager).unlink()
+        call.with_user(self.manager).action_cancel()
+        call.with_user(self.manager).unlink()
+        self.assertRecordValues(operation, [{"state": "draft", "bridge_call_id": False}])
+        # superuser code deleting one under way: cancelled first, its record released
+        again = self.new_operation(2, 2)
+        again.action_suma_queue()
+        again.bridge_call_id.sudo().unlink()
+        self.assertRecordValues(again, [{"state": "draft", "bridge_call_id": False}])
+
     def test_a_user_sees_only_own_calls(self):
         other = new_test_user(self.env, "cb_other", groups="base.group_user,"
                               "compute_bridge.group_compute_bridge_user")

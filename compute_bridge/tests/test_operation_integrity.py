@@ -103,7 +103,8 @@ class TestBridgeFieldsAreTheBridges(ComputeBridgeCase):
             for context in ({}, FORGED_CONTEXT):
                 for vals in (FORGED, {"computed_by": self.admin.id}, {"error_message": "x"},
                              {"duration": 1.0}, {"computed_on": "2026-01-01 00:00:00"},
-                             {"state": "draft"}, {"name": "1 + 1"}, dict(FORGED, field_1=2)):
+                             {"state": "draft"}, {"name": "1 + 1"}, {"attempts": 99},
+                             dict(FORGED, field_1=2)):
                     with self.subTest(role=role, context=context, vals=vals), \
                             self.assertRaisesRegex(UserError, REFUSED_MESSAGE):
                         operation.with_user(user).with_context(**context).write(vals)
