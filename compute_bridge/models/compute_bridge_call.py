@@ -12,6 +12,7 @@ same transaction: a late runner, or a second Odoo server, finds the attempt chan
 nothing.
 """
 
+import collections
 import json
 import logging
 import math
@@ -223,6 +224,8 @@ class ComputeBridgeCall(models.Model):
                     "cancelled.", call=call.display_name, state=call._state_label()))
         self.sudo().write({"state": CANCELLED, "done_at": fields.Datetime.now()})
         self._run_callbacks()
+        for batch in set(self.mapped("batch")):  # told with this transaction's commit
+            self.sudo()._notify_batch(batch)
         return True
 
     @api.ondelete(at_uninstall=False)
@@ -465,10 +468,14 @@ class ComputeBridgeCall(models.Model):
                 "No outcome was stored for any of its attempts: the server sending it stopped "
                 "or failed each time (see its log)."))
 
+        lost_batches = set()
+
         def claim():
             self.env.flush_all()
             self.env.cr.execute(lost, log_exceptions=False)
             failed = self.browse([row[0] for row in self.env.cr.fetchall()])
+            lost_batches.clear()
+            lost_batches.update(failed.mapped("batch"))
             self.env.cr.execute(query, log_exceptions=False)
             rows = self.env.cr.fetchall()
             self.env.invalidate_all()
@@ -480,7 +487,9 @@ class ComputeBridgeCall(models.Model):
             (failed | self.browse([row[0] for row in rows]))._run_callbacks_isolated()
             return rows
 
-        return self._in_own_transaction(claim) or []
+        claimed = self._in_own_transaction(claim) or []
+        self._notify_ended_batches(lost_batches)
+        return claimed
 
     @api.model
     def _in_own_transaction(self, work):
@@ -736,20 +745,25 @@ class ComputeBridgeCall(models.Model):
         users = {user_id for user_id, _state in rows if user_id}
         if not users:
             return
-        failed = sum(state == FAILED for _user_id, state in rows)
+        ended = collections.Counter(state for _user_id, state in rows)
         for user in self.env["res.users"].browse(sorted(users)):
-            self.with_context(lang=user.lang)._send_batch_notification(user, len(rows), failed)
+            self.with_context(lang=user.lang)._send_batch_notification(user, ended)
 
     @api.model
-    def _send_batch_notification(self, user, count, failed):
-        if failed:
-            message = self.env._("%(failed)s of %(count)s background calls failed.",
-                                 failed=failed, count=count)
-        else:
+    def _send_batch_notification(self, user, ended):
+        """``ended``: how many calls of the batch ended in each state."""
+        count, failed = ended.total(), ended[FAILED]
+        if ended[CALL_DONE] == count:
             message = self.env._("%(count)s background calls done.", count=count)
+        else:
+            message = self.env._(
+                "%(done)s of %(count)s background calls done, %(failed)s failed, "
+                "%(cancelled)s cancelled.", done=ended[CALL_DONE], count=count, failed=failed,
+                cancelled=ended[CANCELLED])
+        kind = "warning" if failed else "success" if ended[CALL_DONE] == count else "info"
         user._bus_send("simple_notification", {
             "title": self.env._("Compute Bridge"), "message": message,
-            "type": "warning" if failed else "success", "sticky": bool(failed)})
+            "type": kind, "sticky": bool(failed)})
 
     @api.model
     def _cron_cleanup(self):

@@ -227,7 +227,9 @@ class TestRunner(BackgroundCase):
         self.assertRecordValues(call, [{"state": "failed", "attempts": 1}])
         self.assertIn("refused the operands", call.error_message)
         batch = self.bus_messages("simple_notification")
-        self.assertIn("1 of 1 background calls failed", batch[0]["payload"]["message"])
+        self.assertEqual("0 of 1 background calls done, 1 failed, 0 cancelled.",
+                         batch[0]["payload"]["message"])
+        self.assertEqual(batch[0]["payload"]["type"], "warning")
 
     def test_no_answer_is_retried_with_backoff_then_failed(self):
         from kombu import Connection
@@ -389,6 +391,24 @@ class TestRunner(BackgroundCase):
         again.action_suma_queue()
         again.bridge_call_id.sudo().unlink()
         self.assertRecordValues(again, [{"state": "draft", "bridge_call_id": False}])
+
+    def test_a_batch_ended_by_cancelling_is_told_with_what_happened(self):
+        operations = self.new_operation(1, 1) | self.new_operation(2, 2)
+        operations.action_suma_queue()
+        calls = operations.bridge_call_id
+        calls[0].with_user(self.manager).action_cancel()
+        self.assertFalse(self.bus_messages("simple_notification"))  # one call still queued
+        self.run_runner()  # the other one is done: the batch has ended
+        [told] = self.bus_messages("simple_notification")
+        self.assertEqual(told["payload"]["message"],
+                         "1 of 2 background calls done, 0 failed, 1 cancelled.")
+        others = self.new_operation(3, 3) | self.new_operation(4, 4)
+        others.action_suma_queue()
+        others.bridge_call_id.with_user(self.manager).action_cancel()  # all of it, by hand
+        told = self.bus_messages("simple_notification")[-1]
+        self.assertEqual(told["payload"]["message"],
+                         "0 of 2 background calls done, 0 failed, 2 cancelled.")
+        self.assertEqual(told["payload"]["type"], "info")
 
     def test_a_user_sees_only_own_calls(self):
         other = new_test_user(self.env, "cb_other", groups="base.group_user,"
@@ -678,6 +698,9 @@ class TestRunnerDefects(BackgroundCase):
         self.run_runner()
         self.assertRecordValues(call, [{"state": "failed", "attempts": 2}])
         self.assertIn("No outcome was stored", call.error_message)
+        [told] = self.bus_messages("simple_notification")  # its batch has ended
+        self.assertEqual(told["payload"]["message"],
+                         "0 of 1 background calls done, 1 failed, 0 cancelled.")
         self.assertEqual(operation.state, "failed")
 
     def test_a_service_that_never_comes_up_is_stuck_and_backed_off(self):
