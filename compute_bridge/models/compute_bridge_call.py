@@ -149,7 +149,7 @@ class ComputeBridgeCall(models.Model):
                         help="Calls queued together: their user is told when all have ended.")
     batch_notified = fields.Boolean(readonly=True, copy=False, default=False)
     traceparent = fields.Char(
-        readonly=True, copy=False,
+        string="Trace Context", readonly=True, copy=False,
         help="The W3C trace context of the request that queued the call: it is sent with the "
              "call, so that the services' log lines and spans are in that click's trace.")
     is_stuck = fields.Boolean(
