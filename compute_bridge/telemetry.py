@@ -471,13 +471,8 @@ def database_families(env):
 
 
 def _add_counts_by_state(env, family, model_name):
-    from odoo.tools import SQL
-
     model = env[model_name].sudo()
-    model.flush_model(["state"])
-    env.cr.execute(SQL("SELECT state, count(*) FROM %s GROUP BY state",
-                       SQL.identifier(model._table)))
-    counts = dict(env.cr.fetchall())
+    counts = dict(model._read_group([], ["state"], ["__count"]))
     for state, _label in model._fields["state"].selection:
         family.add_metric([state], counts.get(state, 0))
 

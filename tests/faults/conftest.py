@@ -47,8 +47,6 @@ if PATCHED:
 DB = os.environ.get("COMPUTE_BRIDGE_FAULTS_DB", "cb_faults")
 RPC_TIMEOUT = 3.0  # compute_bridge.rpc_timeout for most tests (seconds)
 FAULTS_AMQP_PORT = 5692
-API_PORT_OFFSET = 10000  # the management API's port, above the AMQP one
-PORT_SEARCH_STEP, PORT_SEARCH_SPAN = 100, 1000  # where else to look: 5792, 5892, ...
 USERS = {
     # login: (xml ids of its groups, password)
     "cb_user": (["base.group_user", "compute_bridge.group_compute_bridge_user"], "cb_user"),
@@ -85,14 +83,13 @@ def run_dir():
 def fault_broker_ports():
     """(AMQP, management) ports of the private node: from the environment, else the defaults,
     else (another program listens there) the first free pair after them."""
+    offset = harness.harness_broker.API_PORT_OFFSET
     if os.environ.get("FAULTS_AMQP_PORT"):
         return (int(os.environ["FAULTS_AMQP_PORT"]),
-                int(os.environ.get("FAULTS_API_PORT") or FAULTS_AMQP_PORT + API_PORT_OFFSET))
-    for amqp_port in range(FAULTS_AMQP_PORT, FAULTS_AMQP_PORT + PORT_SEARCH_SPAN,
-                           PORT_SEARCH_STEP):
-        if harness.harness_broker.node_may_use("faults", amqp_port,
-                                               amqp_port + API_PORT_OFFSET):
-            return amqp_port, amqp_port + API_PORT_OFFSET
+                int(os.environ.get("FAULTS_API_PORT") or FAULTS_AMQP_PORT + offset))
+    ports = harness.harness_broker.ports_for_nodes(["faults"], [FAULTS_AMQP_PORT])
+    if ports:
+        return ports[0], ports[0] + offset
     pytest.exit("no free ports for the fault tests' RabbitMQ node: set FAULTS_AMQP_PORT", 2)
 
 

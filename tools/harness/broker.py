@@ -31,6 +31,10 @@ from .common import (
 
 DEFAULT_AMQP_PORT = 5672
 DEFAULT_API_PORT = 15672
+API_PORT_OFFSET = DEFAULT_API_PORT - DEFAULT_AMQP_PORT  # a private node's management API
+# Where a private node looks for free ports when another program has its defaults: 100 above,
+# then 200, ... up to 900 above.
+PORT_SEARCH_STEP, PORT_SEARCH_SPAN = 100, 1000
 RABBIT_BIN = "/usr/lib/rabbitmq/bin"
 RABBIT_START_TIMEOUT = 120  # seconds; a cold node with the management plugin takes ~20 s
 PROBE_TIMEOUT = 3
@@ -126,6 +130,19 @@ def problem(status, amqp_uri, api_uri):
 def explain(status, amqp_uri, api_uri):
     """One line: what is wrong with the broker at ``amqp_uri`` and what to do."""
     return "%s: %s" % (problem(status, amqp_uri, api_uri), PROBLEMS[status][1])
+
+
+def ports_for_nodes(names, amqp_ports):
+    """AMQP ports for private nodes ``names`` (one each; each node's management API listens
+    API_PORT_OFFSET above): ``amqp_ports``, else the first set PORT_SEARCH_STEP after them
+    that the nodes may use (:func:`node_may_use`); None when there is none within
+    PORT_SEARCH_SPAN."""
+    for shift in range(0, PORT_SEARCH_SPAN, PORT_SEARCH_STEP):
+        ports = tuple(port + shift for port in amqp_ports)
+        if all(node_may_use(name, port, port + API_PORT_OFFSET)
+               for name, port in zip(names, ports, strict=True)):
+            return ports
+    return None
 
 
 def node_may_use(name, amqp_port, api_port):

@@ -20,13 +20,10 @@ import signal
 import threading
 import urllib.parse
 
-from .broker import DEFAULT_AMQP_PORT, DEFAULT_API_PORT, RabbitNode, api_request, node_may_use
+from .broker import API_PORT_OFFSET, RabbitNode, api_request, ports_for_nodes
 from .common import HarnessError, log, port_open, wait_until
 
 CLUSTER_AMQP_PORTS = (5801, 5811, 5821)
-API_PORT_OFFSET = DEFAULT_API_PORT - DEFAULT_AMQP_PORT
-# Where to look for free ports when another program has the defaults: 5901, 6001, ...
-PORT_SEARCH_STEP, PORT_SEARCH_SPAN = 100, 1000
 CLUSTER_EPMD_PORT = 5829
 CLUSTER_AMQP_PORTS_ENV = "COMPUTE_BRIDGE_CLUSTER_AMQP_PORTS"
 CLUSTER_EPMD_PORT_ENV = "COMPUTE_BRIDGE_CLUSTER_EPMD_PORT"
@@ -75,11 +72,10 @@ def cluster_ports(environ=os.environ, name="cluster"):
     epmd_port = int(environ.get(CLUSTER_EPMD_PORT_ENV) or CLUSTER_EPMD_PORT)
     if raw:
         return tuple(int(port) for port in raw.split(",")), epmd_port
-    for shift in range(0, PORT_SEARCH_SPAN, PORT_SEARCH_STEP):
-        amqp_ports = tuple(port + shift for port in CLUSTER_AMQP_PORTS)
-        if all(node_may_use("%s%d" % (name, number), port, port + API_PORT_OFFSET)
-               for number, port in enumerate(amqp_ports, start=1)):
-            return amqp_ports, epmd_port
+    names = ["%s%d" % (name, number) for number in range(1, len(CLUSTER_AMQP_PORTS) + 1)]
+    amqp_ports = ports_for_nodes(names, CLUSTER_AMQP_PORTS)
+    if amqp_ports:
+        return amqp_ports, epmd_port
     raise HarnessError("no free ports for a private RabbitMQ cluster from %d on; set %s"
                        % (CLUSTER_AMQP_PORTS[0], CLUSTER_AMQP_PORTS_ENV))
 
