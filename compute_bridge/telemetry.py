@@ -210,6 +210,17 @@ class Metrics:
         self.in_use = self.connections.labels("in_use")
         self.idle = self.connections.labels("idle")
         self.idle_now = None
+        # (service, method) -> the series every successful call writes: labels() takes a lock
+        # and builds a key at each use (prometheus-client keeps every label set anyway)
+        self.ok_series = {}
+
+    def _ok_series(self, service, method):
+        series = self.ok_series.get((service, method))
+        if series is None:
+            series = self.ok_series[service, method] = (
+                self.calls.labels(service, method, OUTCOME_OK),
+                self.duration.labels(service, method))
+        return series
 
     def set_idle(self, count):
         # written only when it changes: each write is a locked write to the metrics file
@@ -224,15 +235,16 @@ class Metrics:
             self.calls.labels(service, method, OUTCOME_FAILED).inc(count)
             self.failures.labels(service, method, kind).inc(count)
             return
+        calls_ok, duration = self._ok_series(service, method)
         ok = 0
         for outcome in outcomes:
-            self.duration.labels(service, method).observe(outcome.duration_ms / 1000.0)
+            duration.observe(outcome.duration_ms / 1000.0)
             if outcome.error is None:
                 ok += 1
             else:
                 self.failures.labels(service, method, failure_kind(outcome.error)).inc()
         if ok:
-            self.calls.labels(service, method, OUTCOME_OK).inc(ok)
+            calls_ok.inc(ok)
         if ok < len(outcomes):
             self.calls.labels(service, method, OUTCOME_FAILED).inc(len(outcomes) - ok)
 

@@ -340,13 +340,17 @@ class EntrypointMetrics(DependencyProvider):
     def setup(self):
         self.started = {}
         self.service_name = self.container.service_name
+        # entrypoint -> (calls, duration) series: labels() takes a lock and builds a key at
+        # each use; the entrypoints are the service's own methods, so this stays small
+        self.series = {}
         if telemetry.METRICS_ON:
             telemetry.MAX_WORKERS.labels(self.service_name).set(self.container.max_workers)
+            self.workers_in_use = telemetry.WORKERS_IN_USE.labels(self.service_name)
 
     def worker_setup(self, worker_ctx):
         instance.count_entrypoint_call(self.service_name)
         if telemetry.METRICS_ON:
-            telemetry.WORKERS_IN_USE.labels(self.service_name).inc()
+            self.workers_in_use.inc()
             self.started[worker_ctx] = time.perf_counter()
 
     def worker_result(self, worker_ctx, result=None, exc_info=None):
@@ -354,16 +358,20 @@ class EntrypointMetrics(DependencyProvider):
         if started is None:
             return
         entrypoint = worker_ctx.entrypoint.method_name
-        telemetry.CALLS.labels(self.service_name, entrypoint).inc()
-        telemetry.DURATION.labels(self.service_name, entrypoint).observe(
-            time.perf_counter() - started)
+        series = self.series.get(entrypoint)
+        if series is None:
+            series = self.series[entrypoint] = (
+                telemetry.CALLS.labels(self.service_name, entrypoint),
+                telemetry.DURATION.labels(self.service_name, entrypoint))
+        series[0].inc()
+        series[1].observe(time.perf_counter() - started)
         if exc_info is not None:
             telemetry.ERRORS.labels(self.service_name, entrypoint, exc_info[0].__name__).inc()
 
     def worker_teardown(self, worker_ctx):
         if telemetry.METRICS_ON:
             self.started.pop(worker_ctx, None)
-            telemetry.WORKERS_IN_USE.labels(self.service_name).dec()
+            self.workers_in_use.dec()
 
 
 class Tracing(DependencyProvider):
