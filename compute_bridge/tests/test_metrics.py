@@ -116,6 +116,21 @@ class TestMetricsEndpoint(HttpCase):
         self.assertEqual(after['compute_bridge_pool_connections{state="in_use"}'], 0)
         self.assertIn("compute_bridge_background_oldest_queued_seconds", after)
 
+    def test_a_batch_with_remote_errors_counts_each_request_once(self):
+        os.environ[TOKEN_ENV_VAR] = TOKEN
+        calls_failed = CALLS_OK.replace('"ok"', '"failed"')
+        invalid = ('compute_bridge_call_failures_total{kind="invalid_operands",method="method",'
+                   'service="compute"}')
+        observed = 'compute_bridge_call_duration_seconds_count{method="method",service="compute"}'
+        before = self.scrape()
+        config = self.env["compute.bridge"]._config()
+        outcomes = call_many(config, "compute", "method", [(1, 2), ("a", 1), (3, 4), (None, 5)])
+        self.assertEqual([outcome.value for outcome in outcomes], [3, None, 7, None])
+        after = self.scrape()
+        moved = {name: after[name] - before.get(name, 0)
+                 for name in (CALLS_OK, calls_failed, invalid, observed)}
+        self.assertEqual(moved, {CALLS_OK: 2, calls_failed: 2, invalid: 2, observed: 4})
+
     def test_every_state_has_a_series_even_at_zero(self):
         os.environ[TOKEN_ENV_VAR] = TOKEN
         self.env["compute.operation"].search([("state", "=", "draft")]).unlink()
