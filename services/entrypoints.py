@@ -62,6 +62,8 @@ QUEUE_TYPE_ARGUMENT = "x-queue-type"
 # What a reply or an ack meets when the broker is gone: socket errors, py-amqp's connection
 # errors, kombu's OperationalError once its publish retries are spent.
 BROKER_CONNECTION_ERRORS = (OSError, amqp.exceptions.ConnectionError, OperationalError)
+# The exc_type label of nameko_entrypoint_errors for a request dropped for want of a reply_to
+UNANSWERABLE_REQUEST = "UnanswerableRequest"
 
 
 def set_queue_type(queue, config):
@@ -152,6 +154,9 @@ class UnconfirmedRpcConsumer(telemetry.RejectedRequestMetrics, RpcConsumer):
 
     def handle_result(self, message, result, exc_info):
         # nameko's RpcConsumer.handle_result, with UnconfirmedResponder for nameko's Responder
+        if not message.properties.get("reply_to"):
+            self._drop_unanswerable(message)
+            return result, exc_info
         config = self.container.config
         responder = UnconfirmedResponder(
             config[AMQP_URI_CONFIG_KEY],
@@ -172,6 +177,26 @@ class UnconfirmedRpcConsumer(telemetry.RejectedRequestMetrics, RpcConsumer):
                             "request again (%s: %s)", self.container.service_name,
                             type(error).__name__, error)
         return result, exc_info
+
+    def _drop_unanswerable(self, message):
+        """Ack, log and count a request without a reply_to: nameko's Responder fails on it and
+        nameko then kills the container; the request, back in its queue, would kill every
+        instance that takes it. nameko's own callers always set one: this one comes from
+        someone else publishing on the broker."""
+        routing_key = message.delivery_info.get("routing_key", "")
+        _logger.warning("%s: a request to %s cannot be answered (it has no reply_to): dropped",
+                        self.container.service_name, routing_key)
+        if telemetry.METRICS_ON:
+            entrypoint = routing_key.partition(".")[2]
+            if entrypoint not in {provider.method_name for provider in self._providers}:
+                entrypoint = telemetry.UNKNOWN_ENTRYPOINT
+            telemetry.ERRORS.labels(self.container.service_name, entrypoint,
+                                    UNANSWERABLE_REQUEST).inc()
+        try:
+            self.queue_consumer.ack_message(message)
+        except BROKER_CONNECTION_ERRORS as error:
+            _logger.warning("%s: could not ack the dropped request (%s: %s)",
+                            self.container.service_name, type(error).__name__, error)
 
 
 class UnconfirmedRpc(Rpc):

@@ -137,6 +137,28 @@ def test_junk_trace_context_is_ignored_and_the_service_lives_on(container_factor
         assert compute_rpc.method(1, 2) == 3  # the containers are still running
 
 
+def test_a_request_without_reply_to_is_dropped_and_the_service_lives_on(container_factory,
+                                                                        config, caplog):
+    # anyone who may publish on the broker can send a request with nowhere to answer; nameko
+    # would kill the container, and the request, requeued, every instance that takes it
+    from kombu import Connection, Exchange
+
+    compute = container_factory(ComputeService, config)
+    compute.start()
+    before = telemetry.ERRORS.labels("compute", "method", "UnanswerableRequest")._value.get()
+    with entrypoint_waiter(compute, "method", timeout=WAIT):
+        with Connection(config["AMQP_URI"]) as connection:
+            connection.Producer().publish(
+                json.dumps({"args": [1, 2], "kwargs": {}}),
+                exchange=Exchange("nameko-rpc", type="topic"), routing_key="compute.method",
+                content_type="application/json", content_encoding="utf-8")
+    with ServiceRpcProxy("compute", config, timeout=WAIT) as compute_rpc:
+        assert compute_rpc.method(1, 2) == 3  # the container is still running
+    assert "cannot be answered" in caplog.text
+    after = telemetry.ERRORS.labels("compute", "method", "UnanswerableRequest")._value.get()
+    assert after - before == 1
+
+
 def test_notifications_of_a_burst_are_logged_one_line_per_call(
         container_factory, config, caplog):
     config["NOTIFY_VIA"] = "event"
