@@ -10,10 +10,11 @@ the whole server, workers recycled since its start included. The directory is se
 module is imported first by the addon. A server removes only the directories of servers of its
 own host and PID namespace whose process is gone: a pid means nothing in another namespace (in
 containers sharing a data_dir every Odoo is pid 1), so the directories of other hosts and
-namespaces are left alone. Metrics never break a call: a metrics file that cannot be written
-(its directory removed by hand) is logged once and that call goes uncounted; a scrape recreates
-a missing directory. The gauges that describe the database (background backlog, service
-instances) are read from it at each scrape rather than kept by a process.
+namespaces are left alone. Metrics never break a call: a metrics error is logged once and that
+call goes uncounted. A directory removed under a running server is created again by a scrape;
+the processes running then keep writing to their open files, now gone, until they restart.
+The gauges that describe the database (background backlog, service instances) are read from it
+at each scrape rather than kept by a process.
 
 Tracing: every HTTP request Odoo dispatches runs in a span (models/ir_http.py), continuing the
 request's W3C ``traceparent`` header if it has one; each call to a service is a child span whose
@@ -196,8 +197,8 @@ class Metrics:
             ["service", "method", "kind"])
         self.not_sent = Counter(
             "compute_bridge_calls_not_sent",
-            "Background requests held back, not sent: the service had no consumer (they stay"
-            " queued and are sent once it has one).",
+            "Background requests held back, not sent: the service had no consumer, or the"
+            " broker could not be reached (they stay queued and are sent later).",
             ["service", "method"])
         self.duration = Histogram(
             "compute_bridge_call_duration_seconds",
@@ -212,14 +213,14 @@ class Metrics:
         self.idle_now = None
         # (service, method) -> the series every successful call writes: labels() takes a lock
         # and builds a key at each use (prometheus-client keeps every label set anyway)
-        self.ok_series = {}
+        self.ok_calls = {}
+        self.durations = {}
 
-    def _ok_series(self, service, method):
-        series = self.ok_series.get((service, method))
+    @staticmethod
+    def _series(cache, metric, service, method, *labels):
+        series = cache.get((service, method))
         if series is None:
-            series = self.ok_series[service, method] = (
-                self.calls.labels(service, method, OUTCOME_OK),
-                self.duration.labels(service, method))
+            series = cache[service, method] = metric.labels(service, method, *labels)
         return series
 
     def set_idle(self, count):
@@ -235,16 +236,17 @@ class Metrics:
             self.calls.labels(service, method, OUTCOME_FAILED).inc(count)
             self.failures.labels(service, method, kind).inc(count)
             return
-        calls_ok, duration = self._ok_series(service, method)
         ok = 0
         for outcome in outcomes:
-            duration.observe(outcome.duration_ms / 1000.0)
+            if outcome.duration_ms:  # 0: never sent, or its broker lost: no latency to tell
+                self._series(self.durations, self.duration, service, method).observe(
+                    outcome.duration_ms / 1000.0)
             if outcome.error is None:
                 ok += 1
             else:
                 self.failures.labels(service, method, failure_kind(outcome.error)).inc()
         if ok:
-            calls_ok.inc(ok)
+            self._series(self.ok_calls, self.calls, service, method, OUTCOME_OK).inc(ok)
         if ok < len(outcomes):
             self.calls.labels(service, method, OUTCOME_FAILED).inc(len(outcomes) - ok)
 

@@ -41,7 +41,9 @@ REFUSED_RETRY_MAX_PAUSE = 2.0  # seconds
 
 CallOutcome = collections.namedtuple("CallOutcome", ["value", "error", "duration_ms"])
 CallOutcome.__doc__ = """One request's reply: ``value`` on success, else ``error`` (a
-:class:`.errors.BridgeError`); ``duration_ms`` from sending its chunk to reading its reply."""
+:class:`.errors.BridgeError`); ``duration_ms`` from sending its chunk to reading its reply (the
+whole timeout for a request sent and not answered; 0 for one never sent, or whose broker was
+lost before it answered)."""
 
 
 def call(config, service, method, *args, resend=True, **kwargs):
@@ -74,7 +76,9 @@ def call_many(config, service, method, args_list, kwargs_list=None, resend=True,
     and raise ``ServiceUnavailable`` without sending anything when it has none (a stopped
     service's queue outlives it and would keep the requests unanswered until the deadline).
     Costs one round trip; background calls use it, so that a stopped service is "not
-    delivered" (tried again, not counted) rather than a timeout.
+    delivered" (tried again, not counted) rather than a timeout. The observer is then told
+    "not sent" (:meth:`.telemetry.CallObserver.call_not_sent`), not "failed", for such a call,
+    and for one whose broker could not be reached before any request was published.
 
     ``headers_list``: AMQP headers of each request (a dict, or None), over those of the call's
     observer: how a background call carries the trace of the click that queued it.
@@ -93,13 +97,13 @@ def call_many(config, service, method, args_list, kwargs_list=None, resend=True,
         try:
             return _on_connection(config, deadline, service, method, requests, outcomes,
                                   resend, require_consumer=require_consumer)
-        except _NoConsumer as error:
+        except _NotSent as error:
             raise error.error from None
     observed = observer.call_started(service, method, len(requests))
     try:
         _on_connection(config, deadline, service, method, requests, outcomes, resend,
                        observer.message_headers(observed), require_consumer)
-    except _NoConsumer as error:
+    except _NotSent as error:
         observer.call_not_sent(observed, error.error)
         raise error.error from None
     except BaseException as error:
@@ -136,11 +140,13 @@ def _on_connection(config, deadline, service, method, requests, outcomes, resend
 
     broker = broker_label(config.broker_url)
     failover = FAILOVER_SEPARATOR in config.broker_url
+    ever_sent = False
     for reconnects in range(MAX_RECONNECTS + 1):
         try:
             item = _POOL.acquire(config.broker_url, deadline)
         except CONNECTION_ERRORS as error:
-            return _unreachable_rest(config, deadline, error, outcomes)
+            return _unreachable_rest(config, deadline, error, outcomes,
+                                     not_sent=require_consumer and not ever_sent)
         item.resource.deadline = deadline
         item.resource.headers = headers
         pending = [index for index, outcome in enumerate(outcomes) if outcome is None]
@@ -153,6 +159,7 @@ def _on_connection(config, deadline, service, method, requests, outcomes, resend
                                              requests, pending, outcomes, sent)
         except CONNECTION_ERRORS as error:
             _POOL.discard(item)
+            ever_sent = ever_sent or bool(sent)
             lost = [index for index in pending if outcomes[index] is None and index in sent]
             answered = len(lost) < len(sent)
             if not resend and lost:
@@ -163,7 +170,8 @@ def _on_connection(config, deadline, service, method, requests, outcomes, resend
                     return outcomes
             retry = item.reused or answered or failover
             if not retry or reconnects == MAX_RECONNECTS or deadline.expired():
-                return _unreachable_rest(config, deadline, error, outcomes)
+                return _unreachable_rest(config, deadline, error, outcomes,
+                                         not_sent=require_consumer and not ever_sent)
             _logger.info("connection to %s lost (%s) with %d of %d requests unanswered; "
                          "%s on a new connection", broker, type(error).__name__,
                          len(lost), len(requests),
@@ -174,7 +182,7 @@ def _on_connection(config, deadline, service, method, requests, outcomes, resend
             raise
         if complete is None:
             _POOL.release(item)
-            raise _NoConsumer(ServiceUnavailable(service=service, broker=broker))
+            raise _NotSent(ServiceUnavailable(service=service, broker=broker))
         if complete:
             _POOL.release(item)
         else:  # stopped by the deadline, maybe mid-frame; late replies would come next
@@ -183,8 +191,9 @@ def _on_connection(config, deadline, service, method, requests, outcomes, resend
     raise AssertionError("unreachable: the loop returns")  # pragma: no cover
 
 
-class _NoConsumer(Exception):  # noqa: N818 - not an error of the call: nothing was sent
-    """Raised inside this module for ``require_consumer``; ``error`` is what the caller gets."""
+class _NotSent(Exception):  # noqa: N818 - not an error of the call: nothing was sent
+    """Raised inside this module for ``require_consumer`` when no request was sent: the service
+    has no consumer, or the broker could not be reached; ``error`` is what the caller gets."""
 
     def __init__(self, error):
         super().__init__(error)
@@ -232,7 +241,7 @@ def _send_and_collect(connection, config, service, method, requests, pending, ou
         raise ServiceUnavailable(service=service, broker=broker_label(config.broker_url)) from error
     except DeadlineExceeded:
         _time_out_the_rest(connection, config, service, method, requests, pending, outcomes,
-                           correlation_ids, sent_at)
+                           correlation_ids, sent_at, sent)
         return False
     except CONNECTION_ERRORS:  # after DeadlineExceeded, itself an OSError
         # The replies read before the connection died are good: keep them, resend the rest.
@@ -244,13 +253,15 @@ def _send_and_collect(connection, config, service, method, requests, pending, ou
 
 
 def _time_out_the_rest(connection, config, service, method, requests, pending, outcomes,
-                       correlation_ids, sent_at):
+                       correlation_ids, sent_at, sent):
     """At the deadline: keep the replies read, and give the requests of ``pending`` without
     one a ``RequestsNotAccepted`` (the broker refused them or never confirmed them) or a
-    ``ServiceTimeout``."""
+    ``ServiceTimeout``: after the whole timeout for those sent (in ``sent``), after none
+    (``duration_ms`` 0) for those the deadline kept from being sent."""
     params = dict(service=service, method=method, timeout=config.timeout,
                   broker=broker_label(config.broker_url))
     late = CallOutcome(None, ServiceTimeout(**params), config.timeout * 1000.0)
+    unsent = late._replace(duration_ms=0.0)
     not_accepted = CallOutcome(None, RequestsNotAccepted(**params), late.duration_ms)
     not_taken = connection.unconfirmed() | connection.refused
     for correlation_id, index in correlation_ids.items():
@@ -260,11 +271,11 @@ def _time_out_the_rest(connection, config, service, method, requests, pending, o
             outcomes[index] = not_accepted
     for index in pending:
         if outcomes[index] is None:
-            outcomes[index] = late
-    for kind in (late, not_accepted):
-        count = sum(outcome is kind for outcome in outcomes)
+            outcomes[index] = late if index in sent else unsent
+    for kinds in ((late, unsent), (not_accepted,)):
+        count = sum(outcome is kind for outcome in outcomes for kind in kinds)
         if count:
-            _logger.warning("%s (%d of %d requests)", kind.error, count, len(requests))
+            _logger.warning("%s (%d of %d requests)", kinds[0].error, count, len(requests))
 
 
 def _outcome(connection, correlation_id, sent_at, service, method):
@@ -277,11 +288,14 @@ def _outcome(connection, correlation_id, sent_at, service, method):
     return CallOutcome(value, None, duration_ms)
 
 
-def _unreachable_rest(config, deadline, error, outcomes):
-    """Raise the broker unreachable when no request has an outcome yet; else make it the
-    outcome of those without one, and return ``outcomes``."""
+def _unreachable_rest(config, deadline, error, outcomes, not_sent=False):
+    """Raise the broker unreachable when no request has an outcome yet (as :class:`_NotSent`
+    when ``not_sent``: no request of the call was published); else make it the outcome of
+    those without one, and return ``outcomes``."""
     unreachable = _unreachable(config, deadline, error)
     if all(outcome is None for outcome in outcomes):
+        if not_sent:
+            raise _NotSent(unreachable) from error
         raise unreachable from error
     for index, outcome in enumerate(outcomes):
         if outcome is None:

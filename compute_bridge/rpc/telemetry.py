@@ -32,8 +32,9 @@ class CallObserver:
         ``BridgeError`` or any exception) for the whole batch."""
 
     def call_not_sent(self, started, error):
-        """The batch ended without a request sent: ``require_consumer`` found no consumer
-        (``error``, a ServiceUnavailable); its caller sends it again later."""
+        """The batch ended without a request sent, with ``require_consumer``: the service had
+        no consumer (``error``, a ServiceUnavailable) or the broker could not be reached (a
+        BrokerUnreachable); its caller sends it again later."""
 
 
 _observer = None

@@ -20,10 +20,13 @@ from ..rpc import (
     BROKER_URL_ENV_VAR,
     BROKER_URL_PARAM,
     RPC_TIMEOUT_PARAM,
+    BrokerUnreachable,
+    ServiceTimeout,
     ServiceUnavailable,
     call,
     call_many,
 )
+from ..rpc.client import BATCH_CHUNK_SIZE
 from .common import BROKER_URL, TEST_RPC_TIMEOUT
 
 TOKEN = "metrics-test-token"
@@ -161,6 +164,49 @@ class TestMetricsEndpoint(HttpCase):
         self.assertEqual(after.get(FAILURES_UNAVAILABLE, 0),
                          before.get(FAILURES_UNAVAILABLE, 0))
         self.assertEqual(after['compute_bridge_pool_connections{state="in_use"}'], 0)
+
+    def test_background_requests_held_back_by_a_broker_outage_are_not_calls(self):
+        # the runner tries its queued calls again every few seconds while the broker is away:
+        # counted as failed calls, each pass over the backlog would add its size to the alerts
+        os.environ[TOKEN_ENV_VAR] = TOKEN
+        labels = 'method="method",service="cb_unreached_service"'
+        not_sent = "compute_bridge_calls_not_sent_total{%s}" % labels
+        failed = 'compute_bridge_calls_total{%s}' % labels.replace(
+            'method="method"', 'method="method",outcome="failed"')
+        unreachable = 'compute_bridge_call_failures_total{kind="broker_unreachable",%s}' % labels
+        before = self.scrape()
+        config = self.env["compute.bridge"]._config()._replace(
+            broker_url="pyamqp://guest:guest@127.0.0.1:1", timeout=2.0)
+        for _poll in range(3):
+            with self.assertRaises(BrokerUnreachable):
+                call_many(config, "cb_unreached_service", "method", [(1, 2), (3, 4)],
+                          require_consumer=True)
+        after = self.scrape()
+        self.assertEqual(after[not_sent] - before.get(not_sent, 0), 6)
+        self.assertEqual(after.get(failed, 0) - before.get(failed, 0), 0)
+        self.assertEqual(after.get(unreachable, 0) - before.get(unreachable, 0), 0)
+        # a call made now (a click) is a failed call all the same
+        with self.assertRaises(BrokerUnreachable):
+            call(config, "cb_unreached_service", "method", 1, 2)
+        self.assertEqual(self.scrape()[unreachable] - before.get(unreachable, 0), 1)
+
+    def test_requests_never_sent_add_no_latency(self):
+        # at the deadline, the requests of a batch not yet published time out too; they were
+        # never sent, so they have no latency to add to the histogram
+        os.environ[TOKEN_ENV_VAR] = TOKEN
+        observed = 'compute_bridge_call_duration_seconds_count{method="method",service="compute"}'
+        timeouts = ('compute_bridge_call_failures_total{kind="timeout",method="method",'
+                    'service="compute"}')
+        config = self.env["compute.bridge"]._config()
+        call(config, "compute", "method", 1, 2)  # a warm connection in the pool
+        before = self.scrape()
+        requests = [(number, 1) for number in range(5 * BATCH_CHUNK_SIZE)]
+        outcomes = call_many(config._replace(timeout=0.02), "compute", "method", requests)
+        after = self.scrape()
+        timed_out = sum(isinstance(outcome.error, ServiceTimeout) for outcome in outcomes)
+        self.assertGreater(timed_out, 3 * BATCH_CHUNK_SIZE)
+        self.assertEqual(after[timeouts] - before.get(timeouts, 0), timed_out)
+        self.assertLessEqual(after[observed] - before.get(observed, 0), BATCH_CHUNK_SIZE)
 
     def test_doctests(self):
         for module in (telemetry, metrics_controller):
