@@ -28,11 +28,13 @@ import logging
 
 import amqp.exceptions
 import eventlet
+import kombu.serialization
 from kombu.exceptions import OperationalError
 from nameko.amqp.publish import Publisher
 from nameko.constants import (
     AMQP_SSL_CONFIG_KEY,
     AMQP_URI_CONFIG_KEY,
+    CALL_ID_STACK_CONTEXT_KEY,
     DEFAULT_SERIALIZER,
     DEFAULT_TRANSPORT_OPTIONS,
     LOGIN_METHOD_CONFIG_KEY,
@@ -62,7 +64,8 @@ QUEUE_TYPE_ARGUMENT = "x-queue-type"
 # What a reply or an ack meets when the broker is gone: socket errors, py-amqp's connection
 # errors, kombu's OperationalError once its publish retries are spent.
 BROKER_CONNECTION_ERRORS = (OSError, amqp.exceptions.ConnectionError, OperationalError)
-# The exc_type label of nameko_entrypoint_errors for a request dropped for want of a reply_to
+# The exc_type label of nameko_entrypoint_errors for a request dropped before a worker ran: no
+# reply_to, or a content type nameko cannot reply in
 UNANSWERABLE_REQUEST = "UnanswerableRequest"
 
 
@@ -119,7 +122,24 @@ class WatchedReplyListener(ReplyListener):
         self.queue.durable = False
 
 
-class WatchedEventHandler(EventHandler):
+class CallIdStackChecked:
+    """Mixed into the entrypoints that read AMQP headers: a ``nameko.call_id_stack`` header
+    that is not a list of strings is dropped. nameko joins that stack for its log lines before
+    the worker runs, and anything else in it (from anyone who may publish) kills the container;
+    the message, back in its queue, then kills every instance that takes it."""
+
+    def unpack_message_headers(self, message):
+        context_data = super().unpack_message_headers(message)
+        stack = context_data.get(CALL_ID_STACK_CONTEXT_KEY)
+        if stack is not None and not (isinstance(stack, (list, tuple))
+                                      and all(isinstance(item, str) for item in stack)):
+            _logger.debug("%s: ignoring a call_id_stack header that is not a list of strings",
+                          self.container.service_name)
+            del context_data[CALL_ID_STACK_CONTEXT_KEY]
+        return context_data
+
+
+class WatchedEventHandler(CallIdStackChecked, EventHandler):
     queue_consumer = WatchedQueueConsumer()
 
     def setup(self):
@@ -154,9 +174,6 @@ class UnconfirmedRpcConsumer(telemetry.RejectedRequestMetrics, RpcConsumer):
 
     def handle_result(self, message, result, exc_info):
         # nameko's RpcConsumer.handle_result, with UnconfirmedResponder for nameko's Responder
-        if not message.properties.get("reply_to"):
-            self._drop_unanswerable(message)
-            return result, exc_info
         config = self.container.config
         responder = UnconfirmedResponder(
             config[AMQP_URI_CONFIG_KEY],
@@ -178,18 +195,30 @@ class UnconfirmedRpcConsumer(telemetry.RejectedRequestMetrics, RpcConsumer):
                             type(error).__name__, error)
         return result, exc_info
 
-    def _drop_unanswerable(self, message):
-        """Ack, log and count a request without a reply_to: nameko's Responder fails on it and
-        nameko then kills the container; the request, back in its queue, would kill every
-        instance that takes it. nameko's own callers always set one: this one comes from
-        someone else publishing on the broker."""
+    def handle_message(self, body, message):
+        # Before any worker runs: nameko's Responder fails on a request without a reply_to or
+        # in a content type kombu has no serializer for, and nameko then kills the container;
+        # the request, back in its queue, would kill every instance that takes it. nameko's
+        # own callers never send one: it comes from someone else publishing on the broker.
+        properties = message.properties
+        if not properties.get("reply_to"):
+            self._drop_unanswerable(message, "it has no reply_to")
+        elif properties.get("content_type") not in kombu.serialization.registry.type_to_name:
+            self._drop_unanswerable(message, "no serializer for its content type %r"
+                                    % properties.get("content_type"))
+        else:
+            super().handle_message(body, message)
+
+    def _drop_unanswerable(self, message, reason):
+        """Ack, log and count (as a call and an error) a request that cannot be answered."""
         routing_key = message.delivery_info.get("routing_key", "")
-        _logger.warning("%s: a request to %s cannot be answered (it has no reply_to): dropped",
-                        self.container.service_name, routing_key)
+        _logger.warning("%s: a request to %s cannot be answered (%s): dropped",
+                        self.container.service_name, routing_key, reason)
         if telemetry.METRICS_ON:
             entrypoint = routing_key.partition(".")[2]
             if entrypoint not in {provider.method_name for provider in self._providers}:
                 entrypoint = telemetry.UNKNOWN_ENTRYPOINT
+            telemetry.CALLS.labels(self.container.service_name, entrypoint).inc()
             telemetry.ERRORS.labels(self.container.service_name, entrypoint,
                                     UNANSWERABLE_REQUEST).inc()
         try:
@@ -199,7 +228,7 @@ class UnconfirmedRpcConsumer(telemetry.RejectedRequestMetrics, RpcConsumer):
                             self.container.service_name, type(error).__name__, error)
 
 
-class UnconfirmedRpc(Rpc):
+class UnconfirmedRpc(CallIdStackChecked, Rpc):
     rpc_consumer = UnconfirmedRpcConsumer()
 
 

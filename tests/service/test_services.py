@@ -139,26 +139,64 @@ def test_junk_trace_context_is_ignored_and_the_service_lives_on(container_factor
         assert compute_rpc.method(1, 2) == 3  # the containers are still running
 
 
-def test_a_request_without_reply_to_is_dropped_and_the_service_lives_on(container_factory,
-                                                                        config, caplog):
-    # anyone who may publish on the broker can send a request with nowhere to answer; nameko
-    # would kill the container, and the request, requeued, every instance that takes it
+def wait_for(condition, what):
+    with eventlet.Timeout(WAIT, exception=AssertionError("still waiting for " + what)):
+        while not condition():
+            eventlet.sleep(0.05)
+
+
+def publish_raw(config, exchange, routing_key, body, **properties):
+    """Publish as anyone who may publish on the broker can, bypassing nameko's clients."""
     from kombu import Connection, Exchange
 
+    with Connection(config["AMQP_URI"]) as connection:
+        connection.Producer().publish(body, exchange=Exchange(exchange, type="topic"),
+                                      routing_key=routing_key, **properties)
+
+
+JSON_REQUEST = dict(body=json.dumps({"args": [1, 2], "kwargs": {}}),
+                    content_type="application/json", content_encoding="utf-8")
+
+
+@pytest.mark.parametrize("request_properties", [
+    dict(JSON_REQUEST),  # no reply_to: nowhere to answer
+    dict(body=b'{"args": [1, 2], "kwargs": {}}', content_type="application/data",
+         content_encoding="binary", reply_to="someone"),  # a type nameko cannot answer in
+], ids=["no-reply-to", "binary-content-type"])
+def test_a_request_that_cannot_be_answered_is_dropped_and_the_service_lives_on(
+        container_factory, config, caplog, request_properties):
+    # anyone who may publish on the broker can send a request nameko cannot reply to; nameko
+    # would kill the container, and the request, requeued, every instance that takes it
     compute = container_factory(ComputeService, config)
     compute.start()
-    before = telemetry.ERRORS.labels("compute", "method", "UnanswerableRequest")._value.get()
-    with entrypoint_waiter(compute, "method", timeout=WAIT):
-        with Connection(config["AMQP_URI"]) as connection:
-            connection.Producer().publish(
-                json.dumps({"args": [1, 2], "kwargs": {}}),
-                exchange=Exchange("nameko-rpc", type="topic"), routing_key="compute.method",
-                content_type="application/json", content_encoding="utf-8")
+    dropped = telemetry.ERRORS.labels("compute", "method", entrypoints.UNANSWERABLE_REQUEST)
+    before = dropped._value.get()
+    publish_raw(config, "nameko-rpc", "compute.method", **request_properties)
+    wait_for(lambda: dropped._value.get() > before, "the request to be dropped")
     with ServiceRpcProxy("compute", config, timeout=WAIT) as compute_rpc:
         assert compute_rpc.method(1, 2) == 3  # the container is still running
     assert "cannot be answered" in caplog.text
-    after = telemetry.ERRORS.labels("compute", "method", "UnanswerableRequest")._value.get()
-    assert after - before == 1
+    assert dropped._value.get() - before == 1
+
+
+@pytest.mark.parametrize("call_id_stack", [5, [1], [["a"], {"b": 1}]])
+def test_a_junk_call_id_stack_is_ignored_and_the_services_live_on(container_factory, config,
+                                                                   call_id_stack):
+    # nameko joins the stack of call ids for its log lines: anything but strings in that
+    # header (from anyone who may publish) stopped the container before its worker ran
+    compute = container_factory(ComputeService, config)
+    notify = container_factory(NotifyService, config)
+    compute.start()
+    notify.start()
+    headers = {"nameko.call_id_stack": call_id_stack}
+    with entrypoint_waiter(compute, "method", timeout=WAIT):
+        publish_raw(config, "nameko-rpc", "compute.method", reply_to="nobody-listens",
+                    headers=headers, **JSON_REQUEST)
+    with entrypoint_waiter(notify, "on_operations_completed", timeout=WAIT):
+        dispatch = event_dispatcher(config, headers=headers)
+        dispatch("compute", "operations_completed", ["Operation completed 9"])
+    with ServiceRpcProxy("compute", config, timeout=WAIT) as compute_rpc:
+        assert compute_rpc.method(1, 2) == 3  # the containers are still running
 
 
 def test_notifications_of_a_burst_are_logged_one_line_per_call(
