@@ -65,8 +65,8 @@ class ResConfigSettings(models.TransientModel):
         string="Background Attempts",
         config_parameter=MAX_ATTEMPTS_PARAM,
         default=DEFAULT_MAX_ATTEMPTS,
-        help="Times a background call without an answer (timeout, connection lost) is sent "
-        "before it is marked failed.",
+        help="Times a background call that gets no answer in time is sent before it is marked "
+        "failed (a broker or service away puts it back in the queue without counting).",
     )
     compute_bridge_call_retention_days = fields.Integer(
         string="Keep Background Calls (days)",
