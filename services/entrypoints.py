@@ -48,7 +48,7 @@ from nameko.timer import Timer
 from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import WebServer, parse_address
 
-from services import instance, telemetry
+from services import amqp_decoding, instance, telemetry
 from services.settings import (
     DEFAULT_WEB_SERVER_ADDRESS,
     QUEUE_TYPE_CLASSIC,
@@ -58,6 +58,7 @@ from services.settings import (
 )
 
 _logger = logging.getLogger(__name__)
+amqp_decoding.install()
 
 FALLBACK_PORT = 0  # the kernel picks a free port
 QUEUE_TYPE_ARGUMENT = "x-queue-type"
@@ -67,6 +68,16 @@ BROKER_CONNECTION_ERRORS = (OSError, amqp.exceptions.ConnectionError, Operationa
 # The exc_type label of nameko_entrypoint_errors for a request dropped before a worker ran: no
 # reply_to, or a content type nameko cannot reply in
 UNANSWERABLE_REQUEST = "UnanswerableRequest"
+
+
+def _is_text(value):
+    """Whether ``value`` can be sent back: services/amqp_decoding.py turns invalid UTF-8 into
+    lone surrogates, which cannot be encoded again."""
+    try:
+        value.encode("utf-8")
+    except (AttributeError, UnicodeEncodeError):
+        return False
+    return True
 
 
 def set_queue_type(queue, config):
@@ -203,6 +214,9 @@ class UnconfirmedRpcConsumer(telemetry.RejectedRequestMetrics, RpcConsumer):
         properties = message.properties
         if not properties.get("reply_to"):
             self._drop_unanswerable(message, "it has no reply_to")
+        elif not all(_is_text(properties.get(name) or "")
+                     for name in ("reply_to", "correlation_id")):
+            self._drop_unanswerable(message, "its reply_to or correlation_id is not valid text")
         elif properties.get("content_type") not in kombu.serialization.registry.type_to_name:
             self._drop_unanswerable(message, "no serializer for its content type %r"
                                     % properties.get("content_type"))

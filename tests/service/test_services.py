@@ -179,6 +179,80 @@ def test_a_request_that_cannot_be_answered_is_dropped_and_the_service_lives_on(
     assert dropped._value.get() - before == 1
 
 
+def publish_with_py_amqp(config, exchange, routing_key, message):
+    """Publish with py-amqp itself, which sends property bytes as they are given."""
+    import amqp
+
+    parts = urllib.parse.urlsplit(config["AMQP_URI"])
+    with amqp.Connection("%s:%s" % (parts.hostname, parts.port), userid=parts.username,
+                         password=parts.password,
+                         virtual_host=urllib.parse.unquote(parts.path[1:]) or "/") as connection:
+        channel = connection.channel()
+        channel.basic_publish(message, exchange=exchange, routing_key=routing_key)
+
+
+def far_timestamp_header():
+    """A header whose AMQP timestamp is out of the range of datetime (RabbitMQ passes it on)."""
+    import datetime
+    import types
+
+    import amqp.serialization
+
+    strict_encode = amqp.serialization.dumps
+
+    def encode(*args):
+        saved = amqp.serialization.calendar
+        amqp.serialization.calendar = types.SimpleNamespace(timegm=lambda _time: 2 ** 64 - 1)
+        try:
+            return strict_encode(*args)
+        finally:
+            amqp.serialization.calendar = saved
+    return {"nameko.user_id": datetime.datetime(2000, 1, 1)}, encode
+
+
+@pytest.mark.parametrize("case", ["reply_to", "correlation_id", "content_type", "routing_key",
+                                  "timestamp_header", "event_app_id"])
+def test_bytes_that_are_not_text_in_a_message_do_not_stop_the_services(container_factory,
+                                                                        config, case):
+    # py-amqp decodes properties and routing keys as strict UTF-8 while it reads the frames:
+    # one invalid byte (anyone who may publish can send it) stopped the consumer, the container
+    # and, the message requeued, every instance that took it
+    import amqp
+    import amqp.serialization
+
+    compute = container_factory(ComputeService, config)
+    notify = container_factory(NotifyService, config)
+    compute.start()
+    notify.start()
+    body = json.dumps({"args": [1, 2], "kwargs": {}})
+    properties = dict(content_type="application/json", reply_to="nobody-listens",
+                      correlation_id="c1")
+    exchange, routing_key = "nameko-rpc", "compute.method"
+    encode = None
+    if case in ("reply_to", "correlation_id", "content_type"):
+        properties[case] = b"\xff\xfe"
+    elif case == "routing_key":
+        routing_key = b"compute.\xff"
+    elif case == "timestamp_header":
+        properties["application_headers"], encode = far_timestamp_header()
+    else:
+        exchange, routing_key, body = "compute.events", "operations_completed", '["x"]'
+        properties["app_id"] = b"\xc3"
+    if encode is not None:
+        saved = amqp.serialization.dumps
+        amqp.serialization.dumps = encode
+    try:
+        publish_with_py_amqp(config, exchange, routing_key, amqp.Message(body, **properties))
+    finally:
+        if encode is not None:
+            amqp.serialization.dumps = saved
+    eventlet.sleep(1)  # the services read it (or die of it)
+    with ServiceRpcProxy("compute", config, timeout=WAIT) as compute_rpc:
+        assert compute_rpc.method(1, 2) == 3  # the containers are still running
+    with entrypoint_waiter(notify, "on_operations_completed", timeout=WAIT):
+        event_dispatcher(config)("compute", "operations_completed", ["Operation completed 5"])
+
+
 @pytest.mark.parametrize("call_id_stack", [5, [1], [["a"], {"b": 1}]])
 def test_a_junk_call_id_stack_is_ignored_and_the_services_live_on(container_factory, config,
                                                                    call_id_stack):
