@@ -37,6 +37,7 @@ from nameko.constants import (
     CALL_ID_STACK_CONTEXT_KEY,
     DEFAULT_SERIALIZER,
     DEFAULT_TRANSPORT_OPTIONS,
+    HEADER_PREFIX,
     LOGIN_METHOD_CONFIG_KEY,
     NON_PERSISTENT,
     SERIALIZER_CONFIG_KEY,
@@ -65,6 +66,7 @@ QUEUE_TYPE_ARGUMENT = "x-queue-type"
 # What a reply or an ack meets when the broker is gone: socket errors, py-amqp's connection
 # errors, kombu's OperationalError once its publish retries are spent.
 BROKER_CONNECTION_ERRORS = (OSError, amqp.exceptions.ConnectionError, OperationalError)
+MAX_HEADER_NAME_BYTES = 255  # an AMQP field table's names are short strings
 # The exc_type label of nameko_entrypoint_errors for a request dropped before a worker ran: no
 # reply_to, or a content type nameko cannot reply in
 UNANSWERABLE_REQUEST = "UnanswerableRequest"
@@ -137,10 +139,18 @@ class CallIdStackChecked:
     """Mixed into the entrypoints that read AMQP headers: a ``nameko.call_id_stack`` header
     that is not a list of strings is dropped. nameko joins that stack for its log lines before
     the worker runs, and anything else in it (from anyone who may publish) kills the container;
-    the message, back in its queue, then kills every instance that takes it."""
+    the message, back in its queue, then kills every instance that takes it.
+
+    Also dropped: a header whose name, once nameko prefixes it with ``nameko.`` to pass it on
+    to the calls and events the worker makes, is too long for AMQP; each such call would fail
+    (a notification lost) and leave an entry behind in nameko's reply listener."""
 
     def unpack_message_headers(self, message):
         context_data = super().unpack_message_headers(message)
+        for key in list(context_data):
+            name = "%s.%s" % (HEADER_PREFIX, key)  # as nameko's HeaderEncoder names it
+            if len(name.encode("utf-8", "surrogateescape")) > MAX_HEADER_NAME_BYTES:
+                del context_data[key]
         stack = context_data.get(CALL_ID_STACK_CONTEXT_KEY)
         if stack is not None and not (isinstance(stack, (list, tuple))
                                       and all(isinstance(item, str) for item in stack)):

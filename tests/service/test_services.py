@@ -253,6 +253,21 @@ def test_bytes_that_are_not_text_in_a_message_do_not_stop_the_services(container
         event_dispatcher(config)("compute", "operations_completed", ["Operation completed 5"])
 
 
+def test_a_header_too_long_to_pass_on_does_not_keep_compute_from_telling_notify(
+        container_factory, config):
+    # nameko passes every header of a request on to the calls its worker makes, its name
+    # prefixed with "nameko.": a name of 249 to 255 bytes then no longer fits in AMQP, and the
+    # call to notify failed (leaving an entry behind in nameko's reply listener)
+    config["NOTIFY_VIA"] = "rpc"
+    compute = container_factory(ComputeService, config)
+    notify = container_factory(NotifyService, config)
+    compute.start()
+    notify.start()
+    with entrypoint_waiter(notify, "send", timeout=WAIT):
+        publish_raw(config, "nameko-rpc", "compute.method", reply_to="nobody-listens",
+                    headers={"k" * 250: "v"}, **JSON_REQUEST)
+
+
 @pytest.mark.parametrize("call_id_stack", [5, [1], [["a"], {"b": 1}]])
 def test_a_junk_call_id_stack_is_ignored_and_the_services_live_on(container_factory, config,
                                                                    call_id_stack):
