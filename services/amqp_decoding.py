@@ -44,15 +44,16 @@ class _ClampedDatetime(datetime.datetime):
             return datetime.datetime.max.replace(tzinfo=tz)
 
 
-def _lenient(strict_decode):
-    def decode(format_or_buf, *args):
+def _lenient(strict_decode, buffer_at):
+    """``strict_decode`` retried, when it fails, on a lenient copy of its argument number
+    ``buffer_at`` (the frame's bytes)."""
+
+    def decode(*args):
         try:
-            return strict_decode(format_or_buf, *args)
+            return strict_decode(*args)
         except DECODING_ERRORS:
-            # the buffer is the argument after the format (loads) or the first one
-            args = list((format_or_buf, *args))
-            index = 1 if isinstance(args[0], str) else 0
-            args[index] = _LenientBytes(args[index])
+            args = list(args)
+            args[buffer_at] = _LenientBytes(args[buffer_at])
             saved = amqp.serialization.datetime
             amqp.serialization.datetime = _ClampedDatetime  # no yield until restored
             try:
@@ -68,6 +69,8 @@ def install():
     """Once per process (services/entrypoints.py imports it)."""
     properties = amqp.serialization.PROPERTY_CLASSES
     if not getattr(properties[Basic.CLASS_ID], "lenient", False):
-        properties[Basic.CLASS_ID] = _lenient(properties[Basic.CLASS_ID])
+        # decode_properties_basic(buf, offset)
+        properties[Basic.CLASS_ID] = _lenient(properties[Basic.CLASS_ID], buffer_at=0)
     if not getattr(amqp.abstract_channel.loads, "lenient", False):
-        amqp.abstract_channel.loads = _lenient(amqp.abstract_channel.loads)
+        # loads(format, buf, offset): a method frame's arguments, the routing key among them
+        amqp.abstract_channel.loads = _lenient(amqp.abstract_channel.loads, buffer_at=1)

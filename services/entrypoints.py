@@ -43,6 +43,7 @@ from nameko.constants import (
     SERIALIZER_CONFIG_KEY,
 )
 from nameko.events import EventHandler
+from nameko.exceptions import MethodNotFound
 from nameko.messaging import QueueConsumer
 from nameko.rpc import ReplyListener, Responder, Rpc, RpcConsumer, get_rpc_exchange
 from nameko.timer import Timer
@@ -135,7 +136,7 @@ class WatchedReplyListener(ReplyListener):
         self.queue.durable = False
 
 
-class CallIdStackChecked:
+class ContextDataChecked:
     """Mixed into the entrypoints that read AMQP headers: a ``nameko.call_id_stack`` header
     that is not a list of strings is dropped. nameko joins that stack for its log lines before
     the worker runs, and anything else in it (from anyone who may publish) kills the container;
@@ -160,7 +161,7 @@ class CallIdStackChecked:
         return context_data
 
 
-class WatchedEventHandler(CallIdStackChecked, EventHandler):
+class WatchedEventHandler(ContextDataChecked, EventHandler):
     queue_consumer = WatchedQueueConsumer()
 
     def setup(self):
@@ -238,13 +239,11 @@ class UnconfirmedRpcConsumer(telemetry.RejectedRequestMetrics, RpcConsumer):
         routing_key = message.delivery_info.get("routing_key", "")
         _logger.warning("%s: a request to %s cannot be answered (%s): dropped",
                         self.container.service_name, routing_key, reason)
-        if telemetry.METRICS_ON:
-            entrypoint = routing_key.partition(".")[2]
-            if entrypoint not in {provider.method_name for provider in self._providers}:
-                entrypoint = telemetry.UNKNOWN_ENTRYPOINT
-            telemetry.CALLS.labels(self.container.service_name, entrypoint).inc()
-            telemetry.ERRORS.labels(self.container.service_name, entrypoint,
-                                    UNANSWERABLE_REQUEST).inc()
+        try:
+            provider = self.get_provider_for_method(routing_key)
+        except MethodNotFound:
+            provider = None
+        self.count_refused(provider, UNANSWERABLE_REQUEST)
         try:
             self.queue_consumer.ack_message(message)
         except BROKER_CONNECTION_ERRORS as error:
@@ -252,7 +251,7 @@ class UnconfirmedRpcConsumer(telemetry.RejectedRequestMetrics, RpcConsumer):
                             self.container.service_name, type(error).__name__, error)
 
 
-class UnconfirmedRpc(CallIdStackChecked, Rpc):
+class UnconfirmedRpc(ContextDataChecked, Rpc):
     rpc_consumer = UnconfirmedRpcConsumer()
 
 

@@ -144,12 +144,17 @@ class RejectedRequestMetrics:
             provider.handle_message(body, message)
         except Exception:  # noqa: BLE001 - as nameko: the error is the caller's reply
             exc_info = sys.exc_info()
-            if METRICS_ON:
-                service = self.container.service_name
-                entrypoint = provider.method_name if provider is not None else UNKNOWN_ENTRYPOINT
-                CALLS.labels(service, entrypoint).inc()
-                ERRORS.labels(service, entrypoint, exc_info[0].__name__).inc()
+            self.count_refused(provider, exc_info[0].__name__)
             self.handle_result(message, None, exc_info)
+
+    def count_refused(self, provider, exc_type):
+        """Count a request refused before any worker ran, as a call and an error of
+        ``exc_type``, under its provider's method (None: a method the service does not have)."""
+        if METRICS_ON:
+            service = self.container.service_name
+            entrypoint = provider.method_name if provider is not None else UNKNOWN_ENTRYPOINT
+            CALLS.labels(service, entrypoint).inc()
+            ERRORS.labels(service, entrypoint, exc_type).inc()
 
 
 def setup():
